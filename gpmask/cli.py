@@ -1,0 +1,69 @@
+"""``gpmask <verb>``: a thin command line over the Python API.
+
+Each verb lives in ``gpmask/commands/<verb>.py`` with two functions,
+``configure(parser)`` and ``run(args) -> int``. Verb modules import their heavy
+dependencies (torch, onnx) inside ``run`` so that ``gpmask run`` on an edge device
+never imports torch. A :class:`~gpmask.errors.GpmaskError` becomes one
+``gpmask: error: ...`` line and exit code 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from gpmask import __version__
+from gpmask.errors import GpmaskError
+
+#: verb -> module under gpmask.commands. Order is the order of ``gpmask --help``.
+VERBS = {
+    "train": "train",
+    "import": "import_",
+    "inspect": "inspect",
+    "eval": "eval",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpmask",
+        description="Train, export, calibrate, build and run GGPM multi-weather restoration.",
+    )
+    parser.add_argument("--version", action="version", version=f"gpmask {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb, module_name in VERBS.items():
+        module = importlib.import_module(f"gpmask.commands.{module_name}")
+        doc = (module.__doc__ or "").strip().splitlines()
+        sub = subparsers.add_parser(
+            verb,
+            help=doc[0] if doc else None,
+            description="\n".join(doc) or None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.configure(sub)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gpmask`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._module.run(args) or 0)
+    except GpmaskError as exc:
+        print(f"gpmask: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gpmask: interrupted", file=sys.stderr)
+        return 130
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gpmask-export`` console script (same as ``gpmask export``)."""
+    return main(["export", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

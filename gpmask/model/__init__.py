@@ -1,0 +1,6 @@
+"""Restoration networks: the built-in registry and bring-your-own modules."""
+
+from gpmask.model.msunet import MultiScaleUNet
+from gpmask.model.registry import ARCHITECTURES, build_model, resolve_architecture, size_multiple
+
+__all__ = ["ARCHITECTURES", "MultiScaleUNet", "build_model", "resolve_architecture", "size_multiple"]
