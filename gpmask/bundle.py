@@ -1,0 +1,173 @@
+"""The deployment bundle: a folder of ONNX graphs, shared weight files and ``manifest.json``.
+
+This module is the contract between the parts: export writes a bundle, calibration
+and engine builds add to it, the runtime reads it. It imports neither torch nor onnx,
+so an edge device can load a bundle with numpy alone.
+
+``manifest.json`` (``format_version`` 1)::
+
+    {
+      "format_version": 1,
+      "weathers": ["rain", "raindrop", "snow"],        # ordered as in the checkpoint
+      "default_weather": "rain",
+      "input":  {"name": "image",    "layout": "NCHW", "dtype": "float32", "color": "RGB",
+                 "range": [0.0, 1.0], "size_multiple": 4, "shape": [null, 3, null, null]},
+      "output": {"name": "restored", ... same keys ...},
+      "graphs": {"<weather>|common": {"fp32": {"path": "rain.onnx", "sha256": "..."},
+                                      "fp16": {...}, "int8": {...}, ...}},
+      "weights": [{"path": "weights.bin", "sha256": "...", "bytes": 123}, ...],
+      "engines": {"<weather>|common": {"<precision>": {"path": "engines/rain.fp16.engine",
+                   "sha256": "...", "tensorrt_version": "10.3.0", "gpu": "...",
+                   "compute_capability": "8.7", "shapes": {...}}}},
+      "router": {"path": "router.onnx", "sha256": "...", "classes": ["clear", ...],
+                 "input_size": [64, 64]},                # only when a router was trained
+      "checkpoint": {"sha256": "...", "metadata": {...}},
+      "versions": {"gpmask": "...", "torch": "...", "onnx": "..."},
+      "verification": {"status": "passed", "report": "reports/export.json"}
+    }
+
+Every path is relative to the bundle folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from gpmask.errors import GpmaskError
+from gpmask.fileio import sha256_file, write_text_atomic
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+COMMON = "common"
+
+
+class Bundle:
+    """A bundle folder and its manifest.
+
+    Attributes:
+        root: the bundle folder.
+        manifest: the parsed ``manifest.json`` (a plain dict; see the module docstring).
+    """
+
+    def __init__(self, root: str | os.PathLike, manifest: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> Bundle:
+        """Read ``root/manifest.json``; a missing or damaged manifest is refused."""
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            raise GpmaskError(f"{root} is not a gpmask bundle (no {MANIFEST})")
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise GpmaskError(f"{path}: unreadable manifest ({exc})") from exc
+        for key in ("format_version", "weathers", "input", "output", "graphs", "weights"):
+            if key not in manifest:
+                raise GpmaskError(f"{path}: manifest lacks {key!r}")
+        if manifest["format_version"] > FORMAT_VERSION:
+            raise GpmaskError(
+                f"{path}: bundle format {manifest['format_version']} is newer than this "
+                f"gpmask reads ({FORMAT_VERSION}); upgrade gpmask"
+            )
+        return cls(root, manifest)
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def weathers(self) -> list[str]:
+        """Weather names, in checkpoint order (``common`` is not one of them)."""
+        return list(self.manifest["weathers"])
+
+    @property
+    def default_weather(self) -> str:
+        return self.manifest.get("default_weather", self.weathers[0])
+
+    @property
+    def size_multiple(self) -> int:
+        return int(self.manifest["input"].get("size_multiple", 1))
+
+    def check_weather(self, weather: str, allow_common: bool = True) -> None:
+        """Refuse a weather the bundle lacks, listing the ones it has."""
+        known = self.weathers + ([COMMON] if allow_common else [])
+        if weather not in known:
+            raise GpmaskError(f"unknown weather {weather!r}; this bundle has: {', '.join(known)}")
+
+    def precisions(self, weather: str) -> list[str]:
+        """Precisions with a graph for ``weather``."""
+        self.check_weather(weather)
+        return list(self.manifest["graphs"].get(weather, {}))
+
+    def graph_path(self, weather: str, precision: str = "fp32") -> Path:
+        """Absolute path of ``weather``'s graph at ``precision``."""
+        return self.root / self._entry("graphs", weather, precision)["path"]
+
+    def engine_entry(self, weather: str, precision: str) -> dict[str, Any]:
+        """Manifest record of ``weather``'s TensorRT engine at ``precision``."""
+        return self._entry("engines", weather, precision)
+
+    def _entry(self, section: str, weather: str, precision: str) -> dict[str, Any]:
+        self.check_weather(weather)
+        entries = self.manifest.get(section, {}).get(weather, {})
+        if precision not in entries:
+            have = ", ".join(entries) or "none"
+            raise GpmaskError(
+                f"bundle {self.root} has no {precision} {section[:-1]} for {weather!r} "
+                f"(has: {have})"
+            )
+        return entries[precision]
+
+    def files(self) -> list[dict[str, Any]]:
+        """Every file record the manifest lists: weights, graphs, engines, router."""
+        records = list(self.manifest["weights"])
+        for section in ("graphs", "engines"):
+            for per_precision in self.manifest.get(section, {}).values():
+                records.extend(per_precision.values())
+        if "router" in self.manifest:
+            records.append(self.manifest["router"])
+        return records
+
+    # ----------------------------------------------------------------- integrity
+    def verify(self, paths: list[str] | None = None) -> None:
+        """Check files against their manifest sha256 (all, or those in ``paths``).
+
+        A missing file or a hash mismatch raises :class:`GpmaskError` naming the file.
+        """
+        for record in self.files():
+            if paths is not None and record["path"] not in paths:
+                continue
+            path = self.root / record["path"]
+            if not path.is_file():
+                raise GpmaskError(f"bundle file {record['path']} is missing from {self.root}")
+            if sha256_file(path) != record["sha256"]:
+                raise GpmaskError(
+                    f"bundle file {record['path']} does not match its manifest sha256 "
+                    f"(modified or damaged); re-export the bundle"
+                )
+
+    # ----------------------------------------------------------------- updates
+    def record_file(self, relative_path: str, **extra: Any) -> dict[str, Any]:
+        """A manifest record for a file already written inside the bundle."""
+        path = self.root / relative_path
+        return {"path": relative_path, "sha256": sha256_file(path), **extra}
+
+    def set_graph(self, weather: str, precision: str, relative_path: str) -> None:
+        """Record ``weather``'s graph at ``precision`` (hash computed now)."""
+        graphs = self.manifest.setdefault("graphs", {}).setdefault(weather, {})
+        graphs[precision] = self.record_file(relative_path)
+
+    def set_weights(self, relative_path: str) -> None:
+        """Record (or refresh) a shared weight file."""
+        size = (self.root / relative_path).stat().st_size
+        record = self.record_file(relative_path, bytes=size)
+        self.manifest["weights"] = [
+            w for w in self.manifest["weights"] if w["path"] != relative_path
+        ] + [record]
+
+    def save(self) -> None:
+        """Write ``manifest.json`` atomically."""
+        write_text_atomic(self.root / MANIFEST, json.dumps(self.manifest, indent=2) + "\n")
