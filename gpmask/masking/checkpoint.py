@@ -127,8 +127,15 @@ class MaskedCheckpoint:
                 if mask_arr.any():
                     mask_np[weather][name] = mask_arr
                     specific_np[weather][name] = values[mask_arr]
-        return cls(arch, arch_kwargs, common_np, mask_np, specific_np, provenance,
-                   weathers=list(weather_weights))
+        return cls(
+            arch,
+            arch_kwargs,
+            common_np,
+            mask_np,
+            specific_np,
+            provenance,
+            weathers=list(weather_weights),
+        )
 
     # ----------------------------------------------------------------- validation
     def _validate(self) -> None:
@@ -217,8 +224,15 @@ class MaskedCheckpoint:
                     f"common/{name}: shape {list(common[name].shape)} but metadata says "
                     f"{info['shape']}"
                 )
-        return cls(meta["arch"], meta.get("arch_kwargs", {}), common, masks, specific,
-                   meta.get("provenance", {}), weathers=weathers)
+        return cls(
+            meta["arch"],
+            meta.get("arch_kwargs", {}),
+            common,
+            masks,
+            specific,
+            meta.get("provenance", {}),
+            weathers=weathers,
+        )
 
     def metadata(self) -> dict[str, Any]:
         """The JSON metadata written under ``__metadata__["gpmask"]``."""

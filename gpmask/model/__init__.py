@@ -3,4 +3,10 @@
 from gpmask.model.msunet import MultiScaleUNet
 from gpmask.model.registry import ARCHITECTURES, build_model, resolve_architecture, size_multiple
 
-__all__ = ["ARCHITECTURES", "MultiScaleUNet", "build_model", "resolve_architecture", "size_multiple"]
+__all__ = [
+    "ARCHITECTURES",
+    "MultiScaleUNet",
+    "build_model",
+    "resolve_architecture",
+    "size_multiple",
+]

@@ -1,0 +1,406 @@
+"""The GGPM training loop: an all-weather base model, then gradient-guided masked training.
+
+Read top to bottom:
+
+1. **Stage 1** trains the network on mixed batches (one batch of every weather per
+   step). Its weights become the common values C.
+2. **Stage 2** keeps C, and per weather w a dense tensor S_w of specific values plus a
+   mask M_w (:class:`~gpmask.masking.masks.GradientMaskSelector`). Each step, for each
+   weather, the network runs with W_w = where(M_w, S_w, C); the gradient g_w of that
+   weather's loss with respect to W_w
+
+   - picks mask candidates (top |g_w| per tensor; during the selection window only),
+   - updates S_w where M_w is set (g_w only: no other weather touches S_w),
+   - adds to C's gradient where M_w is not set, weighted per weather (equal weights,
+     or learned uncertainty weights), unless C is frozen.
+
+   The gradient is read from the network's own parameters after backward, so under
+   DistributedDataParallel it is already averaged over ranks and every rank grows
+   the same masks.
+3. The result is a :class:`~gpmask.masking.checkpoint.MaskedCheckpoint`.
+
+Training state is saved every ``checkpoint_every`` steps; a run restarted with the
+same output resumes from it and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from gpmask.errors import GpmaskError
+from gpmask.fileio import atomic_path
+from gpmask.masking.checkpoint import MaskedCheckpoint
+from gpmask.masking.distributed import DistributedContext, barrier
+from gpmask.masking.losses import RestorationLoss
+from gpmask.masking.masks import GradientMaskSelector
+from gpmask.model import build_model
+
+COMMON_UPDATES = ("mean", "uncertainty", "frozen")
+
+
+class PairSource(Protocol):
+    """What the trainer needs from data: deterministic batches per weather."""
+
+    weathers: tuple[str, ...] | list[str]
+
+    def batch(
+        self, weather: str, batch_size: int, crop: int, step: int
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; recorded in the checkpoint's provenance."""
+
+    arch: str = "tiny"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    weathers: list[str] = field(default_factory=lambda: ["rain", "raindrop", "snow"])
+    base_steps: int = 2000
+    masked_steps: int = 1000
+    selection_steps: int = 200
+    batch_size: int = 8
+    crop: int = 64
+    base_lr: float = 2e-3
+    masked_lr: float = 5e-4
+    top_fraction: float = 0.4
+    consecutive: int = 3
+    common_update: str = "mean"
+    loss: str = "charbonnier"
+    perceptual_weights: str | None = None
+    seed: int = 0
+    checkpoint_every: int = 250
+    report_every: int = 50
+
+    def validate(self) -> None:
+        if self.common_update not in COMMON_UPDATES:
+            raise GpmaskError(
+                f"unknown common update {self.common_update!r}; use {', '.join(COMMON_UPDATES)}"
+            )
+        if len(set(self.weathers)) != len(self.weathers) or not self.weathers:
+            raise GpmaskError(f"weathers must be distinct and non-empty, got {self.weathers}")
+        if min(self.base_steps, self.masked_steps) < 0 or self.selection_steps < 0:
+            raise GpmaskError("step counts must not be negative")
+        if self.batch_size < 1 or self.crop < 8:
+            raise GpmaskError("batch size must be >= 1 and crop >= 8")
+
+
+@dataclass
+class TrainResult:
+    checkpoint: MaskedCheckpoint
+    history: dict[str, Any]
+
+
+class _MultiScaleForward(nn.Module):
+    """Calls ``forward_multiscale`` when the network has it (for a multi-scale loss).
+
+    DistributedDataParallel hooks only the wrapped module's ``forward``, so this
+    wrapper is what gets wrapped.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        if hasattr(self.network, "forward_multiscale"):
+            return list(self.network.forward_multiscale(image))
+        return [self.network(image)]
+
+
+def _cosine(step: int, total: int, peak: float) -> float:
+    """Cosine decay from ``peak`` to 1% of it over ``total`` steps."""
+    progress = min(step / max(total, 1), 1.0)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class Trainer:
+    """Runs both GGPM stages on one process or one rank of a torchrun job."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        source: PairSource,
+        state_path: str | os.PathLike | None = None,
+        context: DistributedContext | None = None,
+        progress: bool = True,
+    ) -> None:
+        config.validate()
+        missing = [w for w in config.weathers if w not in source.weathers]
+        if missing:
+            raise GpmaskError(
+                f"the data has no {missing[0]!r} weather (has {list(source.weathers)})"
+            )
+        self.config = config
+        self.source = source
+        self.context = context or DistributedContext()
+        self.state_path = Path(state_path) if state_path else None
+        self.progress = progress and self.context.is_main
+
+        torch.manual_seed(config.seed)
+        self.network = build_model(config.arch, config.arch_kwargs).to(self.context.device)
+        self.criterion = RestorationLoss(config.loss, config.perceptual_weights).to(
+            self.context.device
+        )
+        wrapped = _MultiScaleForward(self.network)
+        if self.context.enabled:
+            wrapped = nn.parallel.DistributedDataParallel(wrapped)
+        self.forward = wrapped
+        self.names = [name for name, _ in self.network.named_parameters()]
+        self.stage = 1
+        self.step = 0
+        self.history: dict[str, Any] = {"base_loss": [], "masked_loss": {}, "mask_growth": []}
+
+    # ----------------------------------------------------------------- helpers
+    def _batch(self, weather: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = step * self.context.world_size + self.context.rank
+        degraded, clean = self.source.batch(
+            weather, self.config.batch_size, self.config.crop, index
+        )
+        device = self.context.device
+        return torch.from_numpy(degraded).to(device), torch.from_numpy(clean).to(device)
+
+    def _loss(self, degraded: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        return self.criterion(self.forward(degraded), clean)
+
+    def _params(self) -> dict[str, nn.Parameter]:
+        return dict(self.network.named_parameters())
+
+    # ----------------------------------------------------------------- stage 1
+    def _train_base(self, optimizer: torch.optim.Optimizer) -> None:
+        config = self.config
+        bar = tqdm(
+            total=config.base_steps,
+            initial=self.step,
+            desc="stage 1: base model",
+            disable=not self.progress,
+            unit="step",
+        )
+        while self.step < config.base_steps:
+            _set_lr(optimizer, _cosine(self.step, config.base_steps, config.base_lr))
+            batches = [self._batch(w, self.step) for w in config.weathers]
+            degraded = torch.cat([b[0] for b in batches])
+            clean = torch.cat([b[1] for b in batches])
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(degraded, clean)
+            loss.backward()
+            optimizer.step()
+            self.step += 1
+            self.history["base_loss"].append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.update()
+            self._maybe_save(optimizer=optimizer)
+        bar.close()
+
+    # ----------------------------------------------------------------- stage 2
+    def _start_masked(self) -> None:
+        """Seed C from the base model and every S_w from C; fresh optimizers."""
+        config = self.config
+        params = self._params()
+        self.common = {n: nn.Parameter(p.detach().clone()) for n, p in params.items()}
+        self.specific = {
+            w: {n: nn.Parameter(p.detach().clone()) for n, p in params.items()}
+            for w in config.weathers
+        }
+        self.selector = GradientMaskSelector(
+            {n: p.shape for n, p in params.items()},
+            config.weathers,
+            config.top_fraction,
+            config.consecutive,
+        )
+        self.log_variance = nn.Parameter(torch.zeros(len(config.weathers)))
+        self.common_optimizer = torch.optim.Adam(
+            [*self.common.values(), self.log_variance], lr=config.masked_lr
+        )
+        self.specific_optimizers = {
+            w: torch.optim.Adam(list(self.specific[w].values()), lr=config.masked_lr)
+            for w in config.weathers
+        }
+        self.history["masked_loss"] = {w: [] for w in config.weathers}
+
+    def _masked_step(self) -> None:
+        config = self.config
+        params = self._params()
+        common_grad = {n: torch.zeros_like(p) for n, p in self.common.items()}
+        losses = []
+        for index, weather in enumerate(config.weathers):
+            masks, specific = self.selector.masks[weather], self.specific[weather]
+            with torch.no_grad():
+                for name, param in params.items():
+                    param.copy_(torch.where(masks[name], specific[name], self.common[name]))
+            self.network.zero_grad(set_to_none=True)
+            loss = self._loss(*self._batch(weather, self.step))
+            loss.backward()
+            gradients = {n: p.grad.detach() for n, p in params.items()}
+            for name, joined in self.selector.update(weather, gradients).items():
+                with torch.no_grad():
+                    specific[name][joined] = self.common[name][joined]
+            if config.common_update == "uncertainty":
+                weight = torch.exp(-self.log_variance[index].detach())
+            else:
+                weight = 1.0 / len(config.weathers)
+            for name, gradient in gradients.items():
+                specific[name].grad = gradient * masks[name]
+                common_grad[name] += weight * gradient * ~masks[name]
+            losses.append(loss.detach())
+            self.history["masked_loss"][weather].append(loss.item())
+        for optimizer in self.specific_optimizers.values():
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if config.common_update != "frozen":
+            for name, param in self.common.items():
+                param.grad = common_grad[name]
+            if config.common_update == "uncertainty":
+                # d/ds of sum_w exp(-s_w) L_w + s_w (Kendall et al.'s task weighting).
+                self.log_variance.grad = 1 - torch.exp(-self.log_variance.detach()) * torch.stack(
+                    losses
+                )
+            self.common_optimizer.step()
+            self.common_optimizer.zero_grad(set_to_none=True)
+
+    def _train_masked(self) -> None:
+        config = self.config
+        done = self.step
+        bar = tqdm(
+            total=config.masked_steps,
+            initial=done,
+            desc="stage 2: masked",
+            disable=not self.progress,
+            unit="step",
+        )
+        optimizers = [self.common_optimizer, *self.specific_optimizers.values()]
+        while self.step < config.masked_steps:
+            lr = _cosine(self.step, config.masked_steps, config.masked_lr)
+            for optimizer in optimizers:
+                _set_lr(optimizer, lr)
+            if self.step == config.selection_steps:
+                self.selector.freeze()
+            self._masked_step()
+            self.step += 1
+            if self.step % config.report_every == 0 or self.step == config.masked_steps:
+                self._record_mask_growth()
+            bar.set_postfix({w[:6]: f"{self.selector.density(w):.2f}" for w in config.weathers})
+            bar.update()
+            self._maybe_save()
+        bar.close()
+
+    def _record_mask_growth(self) -> None:
+        """Append each mask's density and the fraction of elements that joined since last time."""
+        growth = self.history["mask_growth"]
+        entry: dict[str, Any] = {"step": self.step}
+        for weather in self.config.weathers:
+            density = self.selector.density(weather)
+            previous = growth[-1][weather]["density"] if growth else 0.0
+            entry[weather] = {"density": density, "changed": density - previous}
+        growth.append(entry)
+
+    # ----------------------------------------------------------------- state
+    def _state(self, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "stage": self.stage,
+            "step": self.step,
+            "config": asdict(self.config),
+            "history": self.history,
+            "network": self.network.state_dict(),
+        }
+        if self.stage == 1:
+            state["optimizer"] = optimizer.state_dict()
+        else:
+            state["common"] = {n: p.detach() for n, p in self.common.items()}
+            state["specific"] = {
+                w: {n: p.detach() for n, p in s.items()} for w, s in self.specific.items()
+            }
+            state["log_variance"] = self.log_variance.detach()
+            state["selector"] = self.selector.state_dict()
+            state["common_optimizer"] = self.common_optimizer.state_dict()
+            state["specific_optimizers"] = {
+                w: o.state_dict() for w, o in self.specific_optimizers.items()
+            }
+        return state
+
+    def _maybe_save(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        every = self.config.checkpoint_every
+        if self.state_path is None or every <= 0 or self.step % every:
+            return
+        if self.context.is_main:
+            with atomic_path(self.state_path) as tmp:
+                torch.save(self._state(optimizer), tmp)
+        barrier(self.context)
+
+    def _resume(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.state_path is None or not self.state_path.is_file():
+            return
+        state = torch.load(self.state_path, map_location=self.context.device, weights_only=True)
+        if state["config"] != asdict(self.config):
+            raise GpmaskError(
+                f"{self.state_path} was written with other settings; delete it to start over"
+            )
+        self.network.load_state_dict(state["network"])
+        self.stage, self.step, self.history = state["stage"], state["step"], state["history"]
+        if self.stage == 1:
+            optimizer.load_state_dict(state["optimizer"])
+            return
+        self._start_masked()
+        with torch.no_grad():
+            for name, value in state["common"].items():
+                self.common[name].copy_(value)
+            for weather, values in state["specific"].items():
+                for name, value in values.items():
+                    self.specific[weather][name].copy_(value)
+            self.log_variance.copy_(state["log_variance"])
+        self.selector.load_state_dict(state["selector"])
+        self.common_optimizer.load_state_dict(state["common_optimizer"])
+        for weather, opt_state in state["specific_optimizers"].items():
+            self.specific_optimizers[weather].load_state_dict(opt_state)
+
+    # ----------------------------------------------------------------- entry
+    def run(self) -> TrainResult:
+        """Train both stages (resuming if a state file exists); return the masked checkpoint."""
+        started = time.perf_counter()
+        base_optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.base_lr)
+        self._resume(base_optimizer)
+        if self.stage == 1:
+            self._train_base(base_optimizer)
+            self.stage, self.step = 2, 0
+            self._start_masked()
+        self._train_masked()
+        seconds = time.perf_counter() - started
+        return TrainResult(self._checkpoint(seconds), self.history)
+
+    def _checkpoint(self, seconds: float) -> MaskedCheckpoint:
+        buffers = {n: b.detach().cpu() for n, b in self.network.named_buffers()}
+        common = {n: p.detach().cpu() for n, p in self.common.items()} | buffers
+        masks = {
+            w: {n: m.cpu() for n, m in self.selector.masks[w].items()} for w in self.config.weathers
+        }
+        weights = {
+            w: {
+                n: torch.where(masks[w][n], s.detach().cpu(), common[n])
+                for n, s in self.specific[w].items()
+            }
+            for w in self.config.weathers
+        }
+        provenance = {
+            "method": "ggpm",
+            "settings": asdict(self.config),
+            "data": getattr(self.source, "description", type(self.source).__name__),
+            "world_size": self.context.world_size,
+            "train_seconds": round(seconds, 1),
+        }
+        return MaskedCheckpoint.from_weights(
+            self.config.arch, self.config.arch_kwargs, common, weights, masks, provenance
+        )
