@@ -24,6 +24,4 @@ def ssim(image: np.ndarray, reference: np.ndarray) -> float:
     image = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0)
     reference = np.asarray(reference, dtype=np.float64)
     channel_axis = 2 if image.ndim == 3 else None
-    return float(
-        structural_similarity(reference, image, data_range=1.0, channel_axis=channel_axis)
-    )
+    return float(structural_similarity(reference, image, data_range=1.0, channel_axis=channel_axis))

@@ -1,0 +1,56 @@
+"""Make a masked checkpoint from plain PyTorch files (base weights, per-weather weights + mask).
+
+Each --weather names a fine-tuned state dict and a mask file (a state dict of bool
+tensors, name -> mask); .pth files are loaded with weights_only=True.
+
+example:
+  gpmask import --arch msunet-small --base base.pth \\
+      --weather rain=rain_ft.pth:rain_mask.pth --weather snow=snow_ft.pth:snow_mask.pth \\
+      -o weather.gpmask.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gpmask.errors import GpmaskError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", required=True, help="architecture name or module:Class")
+    parser.add_argument("--arch-kwargs", type=json.loads, default={}, help="JSON keyword arguments")
+    parser.add_argument("--base", required=True, help="state dict of the common (base) model")
+    parser.add_argument(
+        "--weather",
+        action="append",
+        required=True,
+        metavar="NAME=WEIGHTS.pth:MASK.pth",
+        help="one weather (repeat)",
+    )
+    parser.add_argument("-o", "--output", required=True, help="checkpoint to write")
+
+
+def parse_weather(spec: str) -> tuple[str, tuple[str, str]]:
+    """``NAME=WEIGHTS:MASK`` -> (name, (weights, mask))."""
+    name, sep, files = spec.partition("=")
+    weights, sep2, mask = files.rpartition(":")
+    if not (sep and sep2 and name and weights and mask):
+        raise GpmaskError(f"--weather {spec!r}: expected NAME=WEIGHTS.pth:MASK.pth")
+    return name, (weights, mask)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gpmask.masking.importer import import_checkpoint
+
+    weathers: dict[str, tuple[str, str]] = {}
+    for spec in args.weather:
+        name, files = parse_weather(spec)
+        if name in weathers:
+            raise GpmaskError(f"duplicate weather names: {name}")
+        weathers[name] = files
+    checkpoint = import_checkpoint(args.arch, args.arch_kwargs, args.base, weathers)
+    checkpoint.build_model("common")  # the weights must fit the architecture they claim
+    checkpoint.save(args.output)
+    print(f"wrote {args.output} ({', '.join(checkpoint.weathers)})")
+    return 0
