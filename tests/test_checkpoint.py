@@ -115,16 +115,24 @@ def _rewrite(path: Path, edit) -> None:
 
 
 def test_mask_shape_mismatch_is_refused(checkpoint_path: Path) -> None:
-    _rewrite(checkpoint_path, lambda t, m: t.__setitem__("mask/rain/head.weight",
-                                                          t["mask/rain/head.weight"][:-1]))
+    _rewrite(
+        checkpoint_path,
+        lambda t, m: t.__setitem__("mask/rain/head.weight", t["mask/rain/head.weight"][:-1]),
+    )
     with pytest.raises(GpmaskError, match=r"mask/rain/head\.weight: packed mask of"):
         MaskedCheckpoint.load(checkpoint_path)
 
 
 def test_specific_length_mismatch_is_refused(checkpoint_path: Path) -> None:
-    _rewrite(checkpoint_path, lambda t, m: t.__setitem__("specific/snow/head.weight",
-                                                          t["specific/snow/head.weight"][:-1]))
-    with pytest.raises(GpmaskError, match=r"specific/snow/head\.weight: \d+ values for a mask with"):
+    _rewrite(
+        checkpoint_path,
+        lambda t, m: t.__setitem__(
+            "specific/snow/head.weight", t["specific/snow/head.weight"][:-1]
+        ),
+    )
+    with pytest.raises(
+        GpmaskError, match=r"specific/snow/head\.weight: \d+ values for a mask with"
+    ):
         MaskedCheckpoint.load(checkpoint_path)
 
 
@@ -147,23 +155,36 @@ def test_inf_in_common_is_refused() -> None:
 def test_mask_shape_mismatch_in_memory_is_refused() -> None:
     checkpoint = make_checkpoint()
     with pytest.raises(GpmaskError, match=r"mask/rain/head\.weight: shape"):
-        MaskedCheckpoint(checkpoint.arch, {}, checkpoint.common,
-                         {"rain": {"head.weight": np.ones((2, 2), bool)}},
-                         {"rain": {"head.weight": np.ones(4, np.float32)}})
+        MaskedCheckpoint(
+            checkpoint.arch,
+            {},
+            checkpoint.common,
+            {"rain": {"head.weight": np.ones((2, 2), bool)}},
+            {"rain": {"head.weight": np.ones(4, np.float32)}},
+        )
 
 
 def test_unknown_weather_is_refused() -> None:
     checkpoint = make_checkpoint()
-    with pytest.raises(GpmaskError, match=r"unknown weather 'hail'; this checkpoint has: "
-                                          r"common, rain, raindrop, snow"):
+    with pytest.raises(
+        GpmaskError,
+        match=r"unknown weather 'hail'; this checkpoint has: "
+        r"common, rain, raindrop, snow",
+    ):
         checkpoint.bake("hail")
 
 
 def test_duplicate_weather_names_are_refused() -> None:
     checkpoint = make_checkpoint(weathers=("rain",))
     with pytest.raises(GpmaskError, match="duplicate weather names: rain"):
-        MaskedCheckpoint(checkpoint.arch, {}, checkpoint.common, checkpoint.masks,
-                         checkpoint.specific, weathers=["rain", "rain"])
+        MaskedCheckpoint(
+            checkpoint.arch,
+            {},
+            checkpoint.common,
+            checkpoint.masks,
+            checkpoint.specific,
+            weathers=["rain", "rain"],
+        )
 
 
 def test_duplicate_weathers_in_file_metadata_are_refused(checkpoint_path: Path) -> None:
@@ -228,16 +249,26 @@ def _write_pth_set(tmp_path: Path) -> tuple[MaskedCheckpoint, list[str]]:
 
 
 def _gpmask(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gpmask.cli", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "gpmask.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_import_command_round_trip(tmp_path: Path) -> None:
     original, weather_args = _write_pth_set(tmp_path)
     out = tmp_path / "imported.gpmask.safetensors"
-    result = _gpmask("import", "--arch", SMALL_ARCH[0], "--arch-kwargs",
-                     json.dumps(SMALL_ARCH[1]), "--base", str(tmp_path / "b.pth"),
-                     *weather_args, "-o", str(out))
+    result = _gpmask(
+        "import",
+        "--arch",
+        SMALL_ARCH[0],
+        "--arch-kwargs",
+        json.dumps(SMALL_ARCH[1]),
+        "--base",
+        str(tmp_path / "b.pth"),
+        *weather_args,
+        "-o",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     imported = MaskedCheckpoint.load(out)
     assert imported.weathers == ["rain", "snow"]
@@ -252,9 +283,18 @@ def test_import_refuses_mask_of_wrong_shape(tmp_path: Path) -> None:
     masks["head.weight"] = torch.ones(3, 3, dtype=torch.bool)
     torch.save(masks, tmp_path / "rain_mask.pth")
     out = tmp_path / "x.gpmask.safetensors"
-    result = _gpmask("import", "--arch", SMALL_ARCH[0], "--arch-kwargs",
-                     json.dumps(SMALL_ARCH[1]), "--base", str(tmp_path / "b.pth"),
-                     *weather_args, "-o", str(out))
+    result = _gpmask(
+        "import",
+        "--arch",
+        SMALL_ARCH[0],
+        "--arch-kwargs",
+        json.dumps(SMALL_ARCH[1]),
+        "--base",
+        str(tmp_path / "b.pth"),
+        *weather_args,
+        "-o",
+        str(out),
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"gpmask: error: mask/rain/head.weight: shape (3, 3) does not match the parameter's "
@@ -265,8 +305,17 @@ def test_import_refuses_mask_of_wrong_shape(tmp_path: Path) -> None:
 
 def test_import_refuses_duplicate_weather(tmp_path: Path) -> None:
     _, weather_args = _write_pth_set(tmp_path)
-    result = _gpmask("import", "--arch", "tiny", "--base", str(tmp_path / "b.pth"),
-                     *weather_args[:2], *weather_args[:2], "-o", str(tmp_path / "x.safetensors"))
+    result = _gpmask(
+        "import",
+        "--arch",
+        "tiny",
+        "--base",
+        str(tmp_path / "b.pth"),
+        *weather_args[:2],
+        *weather_args[:2],
+        "-o",
+        str(tmp_path / "x.safetensors"),
+    )
     assert result.returncode == 2
     assert "duplicate weather names: rain" in result.stderr
 
