@@ -15,7 +15,7 @@ import torch
 
 from gpmask.masking.checkpoint import MaskedCheckpoint
 from gpmask.masking.masks import GradientMaskSelector, top_fraction_candidates
-from gpmask.masking.trainer import Trainer, TrainConfig
+from gpmask.masking.trainer import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 
