@@ -1,0 +1,228 @@
+"""The video loop: decode, route and restore, encode — three stages on bounded queues.
+
+Decoding and encoding run in their own threads (OpenCV releases the GIL while it
+works), routing and restoring in the calling thread, so the loop runs about as fast
+as its slowest stage, which is restoring. Queues are bounded so a fast decoder never
+fills memory.
+
+Whatever stops the loop (the end of the input, a failing input, a failing restore,
+Ctrl-C), the frames already restored are still encoded, the sink is closed (a video
+file is finalised and playable) and the per-frame log is written; then the failure,
+if any, is raised again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from gpmask.bundle import COMMON
+from gpmask.errors import GpmaskError
+from gpmask.fileio import write_text_atomic
+from gpmask.runtime.routing import CLEAR, Router
+from gpmask.runtime.video import Frame, FrameSink, FrameSource, side_by_side
+
+#: What a ``clear`` frame gets: passed through untouched, or restored by the common graph.
+CLEAR_MODES = ("pass", COMMON)
+_END = object()
+_POLL_S = 0.1
+
+
+class FrameRestorer(Protocol):
+    """What the loop needs of :class:`gpmask.runtime.Restorer`."""
+
+    def restore(self, frame: np.ndarray, weather: str, bgr: bool = False) -> np.ndarray: ...
+
+
+@dataclass
+class FrameRecord:
+    """One frame's route and the time each stage took on it (milliseconds)."""
+
+    frame: int
+    time_s: float
+    weather: str
+    decision: str
+    decode_ms: float
+    route_ms: float
+    restore_ms: float
+    encode_ms: float = float("nan")
+
+
+@dataclass
+class LoopResult:
+    """The frames written, in order, and the loop's wall-clock time."""
+
+    records: list[FrameRecord]
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return len(self.records) / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+def run_loop(
+    source: FrameSource,
+    sink: FrameSink,
+    restorer: FrameRestorer,
+    router: Router,
+    *,
+    show_side_by_side: bool = False,
+    clear: str = "pass",
+    log_path: str | Path | None = None,
+    progress: bool = True,
+    queue_size: int = 8,
+) -> LoopResult:
+    """Restore every frame of ``source`` into ``sink``; see the module docstring.
+
+    Args:
+        show_side_by_side: write input and restored frame next to each other.
+        clear: what a frame routed to ``clear`` gets (:data:`CLEAR_MODES`).
+        log_path: CSV with one :class:`FrameRecord` per frame written.
+        progress: show a tqdm bar with frames per second.
+        queue_size: frames each queue holds at most.
+    """
+    if clear not in CLEAR_MODES:
+        raise GpmaskError(f"--clear {clear!r}: expected one of {', '.join(CLEAR_MODES)}")
+    from tqdm import tqdm
+
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(queue_size)
+    restored: queue.Queue = queue.Queue(queue_size)
+    records: list[FrameRecord] = []
+    encode_failure: list[BaseException] = []
+    bar = tqdm(total=source.expected_frames, unit="frame", disable=not progress, leave=True)
+
+    decoder = threading.Thread(target=_decode, args=(source, decoded, stop), daemon=True)
+    encoder = threading.Thread(
+        target=_encode, args=(sink, restored, records, encode_failure, stop, bar), daemon=True
+    )
+    start = time.perf_counter()
+    decoder.start()
+    encoder.start()
+    try:
+        while True:
+            item = decoded.get()
+            if item is _END:
+                break
+            if isinstance(item, _Failure):
+                raise item.error
+            if encode_failure:
+                break
+            frame, decode_ms = item
+            record, output = _route_and_restore(frame, decode_ms, restorer, router, clear)
+            if show_side_by_side:
+                output = side_by_side(frame.pixels, output)
+            if not _put(restored, (record, output), stop):
+                break
+            bar.set_postfix_str(record.weather, refresh=False)
+    finally:
+        _put(restored, _END, stop)
+        encoder.join()
+        stop.set()
+        decoder.join()
+        source.close()
+        sink.close()
+        bar.close()
+        if log_path is not None:
+            write_frame_log(log_path, records)
+    if encode_failure:
+        raise encode_failure[0]
+    return LoopResult(records, time.perf_counter() - start)
+
+
+def _route_and_restore(
+    frame: Frame, decode_ms: float, restorer: FrameRestorer, router: Router, clear: str
+) -> tuple[FrameRecord, np.ndarray]:
+    tick = time.perf_counter()
+    weather = router.route(frame)
+    routed = time.perf_counter()
+    if weather == CLEAR and clear == "pass":
+        output = frame.pixels
+    else:
+        output = restorer.restore(frame.pixels, COMMON if weather == CLEAR else weather, bgr=True)
+    done = time.perf_counter()
+    decision = getattr(router, "last_decision", None) or weather
+    record = FrameRecord(
+        frame.index, frame.time_s, weather, decision,
+        decode_ms, (routed - tick) * 1e3, (done - routed) * 1e3,
+    )
+    return record, output
+
+
+def _put(target: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` unless ``stop`` is set first; True when it was put."""
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _decode(source: FrameSource, decoded: queue.Queue, stop: threading.Event) -> None:
+    """Decoder thread: frames (with their decode time) then ``_END`` or a ``_Failure``."""
+    try:
+        frames = source.frames()
+        while not stop.is_set():
+            tick = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                break
+            if not _put(decoded, (frame, (time.perf_counter() - tick) * 1e3), stop):
+                return
+    except BaseException as error:  # handed to the main thread, which raises it
+        _put(decoded, _Failure(error), stop)
+        return
+    _put(decoded, _END, stop)
+
+
+def _encode(
+    sink: FrameSink,
+    restored: queue.Queue,
+    records: list[FrameRecord],
+    failure: list[BaseException],
+    stop: threading.Event,
+    bar: Any,
+) -> None:
+    """Encoder thread: writes frames until ``_END``; keeps the first error in ``failure``."""
+    while True:
+        item = restored.get()
+        if item is _END:
+            return
+        record, output = item
+        tick = time.perf_counter()
+        try:
+            sink.write(output)
+        except BaseException as error:
+            failure.append(error)
+            stop.set()
+            return
+        record.encode_ms = (time.perf_counter() - tick) * 1e3
+        records.append(record)
+        bar.update(1)
+
+
+def write_frame_log(path: str | Path, records: list[FrameRecord]) -> None:
+    """The per-frame CSV: index, time, weather chosen, raw decision, latency per stage."""
+    names = [f.name for f in fields(FrameRecord)]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        row = asdict(record)
+        writer.writerow({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in row.items()})
+    write_text_atomic(path, text.getvalue())

@@ -1,0 +1,288 @@
+"""Frame sources and sinks for the video loop, all through OpenCV.
+
+Frames flow through the loop as OpenCV delivers them: ``uint8`` arrays of shape
+``HxWx3`` in BGR order. Sources turn gray or four-channel images into that shape and
+refuse what cannot be (16-bit or float pixels), so nothing downstream guesses.
+
+Sinks write to a temporary file or image name beside the target and move it into
+place, so an interrupted run leaves either nothing or a complete, playable file
+holding the frames done so far (:meth:`VideoFileSink.close` runs on every exit).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gpmask.errors import GpmaskError
+from gpmask.fileio import atomic_path
+
+#: Image file suffixes a folder source reads (OpenCV decodes all of them).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: Video container suffix -> FourCC that OpenCV's FFmpeg backend writes and reads back here.
+VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG", ".mov": "mp4v"}
+#: Frame rate given to frames that carry none (image folders, cameras reporting 0).
+DEFAULT_FPS = 25.0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: its position in the stream, its time, its BGR pixels."""
+
+    index: int
+    time_s: float
+    pixels: np.ndarray
+
+
+def to_bgr(image: np.ndarray, name: str) -> np.ndarray:
+    """``image`` as uint8 HxWx3 BGR; gray and BGRA are converted, other formats refused."""
+    if image.dtype != np.uint8:
+        raise GpmaskError(
+            f"{name}: unsupported pixel format {image.dtype} (8-bit images and videos only)"
+        )
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise GpmaskError(f"{name}: unsupported pixel format, shape {image.shape}")
+
+
+class FrameSource(ABC):
+    """Iterates :class:`Frame` objects; ``fps`` and ``expected_frames`` (or None) are known up
+    front. Subclasses implement :meth:`frames` and may hold an OpenCV capture to release."""
+
+    name: str
+    fps: float = DEFAULT_FPS
+    expected_frames: int | None = None
+
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]:
+        """The frames in order; raises :class:`GpmaskError` when the input fails."""
+
+    def close(self) -> None:  # noqa: B027 - sources that hold nothing need not override it
+        """Release what the source holds."""
+
+
+class ImageFolderSource(FrameSource):
+    """The images of a folder in sorted file-name order, at :data:`DEFAULT_FPS` (or ``fps``)."""
+
+    def __init__(self, folder: Path, fps: float = DEFAULT_FPS) -> None:
+        self.name = str(folder)
+        self.fps = fps
+        self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise GpmaskError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+        self.expected_frames = len(self.paths)
+
+    def frames(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise GpmaskError(f"{path}: unreadable image")
+            yield Frame(index, index / self.fps, to_bgr(image, str(path)))
+
+
+class CaptureSource(FrameSource):
+    """A video file, a camera or a GStreamer pipeline, read with ``cv2.VideoCapture``.
+
+    A file whose container promises more frames than can be decoded is reported as
+    truncated once the decodable frames have been delivered, so the loop finishes
+    (and finalises) the output it has before failing.
+    """
+
+    def __init__(self, capture: cv2.VideoCapture, name: str, is_file: bool) -> None:
+        self.capture = capture
+        self.name = name
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and fps > 0 and np.isfinite(fps) else DEFAULT_FPS
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if is_file else 0
+        self.expected_frames = count if count > 0 else None
+        self.is_file = is_file
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            ok, image = self.capture.read()
+            if not ok or image is None:
+                break
+            yield Frame(index, index / self.fps, to_bgr(image, self.name))
+            index += 1
+        if index == 0:
+            raise GpmaskError(f"{self.name}: no frames could be decoded")
+        if self.is_file and self.expected_frames and index < self.expected_frames:
+            raise GpmaskError(
+                f"{self.name}: truncated or damaged video: decoded {index} of the "
+                f"{self.expected_frames} frames its container lists"
+            )
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+def open_source(spec: str) -> FrameSource:
+    """The frame source ``spec`` names: a folder, a video file, a camera index, or a
+    GStreamer pipeline (any string containing ``!``, opened with ``CAP_GSTREAMER``)."""
+    if re.fullmatch(r"\d+", spec):
+        capture = cv2.VideoCapture(int(spec))
+        if not capture.isOpened():
+            raise GpmaskError(f"camera {spec}: cannot be opened (no such camera or it is busy)")
+        return CaptureSource(capture, f"camera {spec}", is_file=False)
+    if "!" in spec:
+        if not _has_gstreamer():
+            raise GpmaskError(
+                "this OpenCV was built without GStreamer, so a pipeline input cannot be "
+                "opened; install an OpenCV built with GStreamer (JetPack's is)"
+            )
+        capture = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
+        if not capture.isOpened():
+            raise GpmaskError(f"GStreamer pipeline cannot be opened: {spec}")
+        return CaptureSource(capture, "GStreamer pipeline", is_file=False)
+    path = Path(spec)
+    if path.is_dir():
+        return ImageFolderSource(path)
+    if not path.exists():
+        raise GpmaskError(f"{spec}: no such file or folder")
+    if path.stat().st_size == 0:
+        raise GpmaskError(f"{spec}: empty file")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise GpmaskError(f"{spec}: not a video OpenCV can read (unknown format or damaged)")
+    return CaptureSource(capture, spec, is_file=True)
+
+
+def _has_gstreamer() -> bool:
+    info = cv2.getBuildInformation()
+    return re.search(r"GStreamer:\s*YES", info) is not None
+
+
+class FrameSink(ABC):
+    """Receives BGR frames in order; :meth:`close` finalises what was written."""
+
+    path: Path
+    frames_written: int = 0
+
+    @abstractmethod
+    def write(self, pixels: np.ndarray) -> None:
+        """Append one frame."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Finalise the output; safe to call more than once."""
+
+
+class VideoFileSink(FrameSink):
+    """A video file written by ``cv2.VideoWriter`` with the container's FourCC
+    (:data:`VIDEO_CODECS`).
+
+    The writer opens on the first frame (its size is known then) on a temporary file
+    beside the target; :meth:`close` releases it, which finalises the container, and
+    renames it onto the target. With no frame written, no file is left.
+    """
+
+    def __init__(self, path: Path, fps: float) -> None:
+        suffix = path.suffix.lower()
+        if suffix not in VIDEO_CODECS:
+            raise GpmaskError(
+                f"{path}: unsupported video container {suffix or '(none)'}; use one of "
+                f"{', '.join(VIDEO_CODECS)} or a folder for images"
+            )
+        if not path.parent.is_dir():
+            raise GpmaskError(f"cannot write {path}: folder {path.parent} does not exist")
+        self.path = path
+        self.fps = fps
+        self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
+        self.temp: Path | None = None
+
+    def write(self, pixels: np.ndarray) -> None:
+        height, width = pixels.shape[:2]
+        if self.writer is None:
+            fd, name = tempfile.mkstemp(
+                prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent
+            )
+            os.close(fd)
+            self.temp = Path(name)
+            fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
+            self.writer = cv2.VideoWriter(str(self.temp), fourcc, self.fps, (width, height))
+            self.size = (width, height)
+            if not self.writer.isOpened():
+                self.close()
+                raise GpmaskError(f"{self.path}: OpenCV cannot open a video writer for it")
+        if (width, height) != self.size:
+            raise GpmaskError(
+                f"{self.path}: frame {self.frames_written} is {width}x{height}, "
+                f"the video is {self.size[0]}x{self.size[1]}"
+            )
+        self.writer.write(pixels)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        if self.temp is not None and self.temp.exists():
+            if self.frames_written:
+                os.replace(self.temp, self.path)
+            else:
+                self.temp.unlink()
+        self.temp = None
+
+
+class ImageFolderSink(FrameSink):
+    """One image per frame, ``frame_000000.png`` onwards, each written atomically."""
+
+    def __init__(self, folder: Path, suffix: str = ".png") -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GpmaskError(f"cannot write {folder}: {exc.strerror}") from exc
+        self.path = folder
+        self.suffix = suffix
+
+    def write(self, pixels: np.ndarray) -> None:
+        ok, encoded = cv2.imencode(self.suffix, pixels)
+        if not ok:
+            raise GpmaskError(f"{self.path}: cannot encode frame {self.frames_written}")
+        with atomic_path(self.path / f"frame_{self.frames_written:06d}{self.suffix}") as tmp:
+            tmp.write_bytes(encoded.tobytes())
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Every image is complete once written; nothing to finalise."""
+
+
+def open_sink(spec: str, fps: float) -> FrameSink:
+    """A video file sink for a known video suffix, else an image folder sink."""
+    path = Path(spec)
+    if path.suffix.lower() in VIDEO_CODECS:
+        return VideoFileSink(path, fps)
+    if path.suffix:
+        raise GpmaskError(
+            f"{spec}: unsupported output {path.suffix}; use a video file "
+            f"({', '.join(VIDEO_CODECS)}) or a folder for images"
+        )
+    return ImageFolderSink(path)
+
+
+def side_by_side(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    """Input and restored frame next to each other (input left), same height."""
+    return np.hstack([original, restored])
+
+
+def read_video(path: str | os.PathLike) -> list[np.ndarray]:
+    """Every frame of a video file (BGR), for reports and tests; refuses what cannot be read."""
+    source = open_source(str(path))
+    try:
+        return [frame.pixels for frame in source.frames()]
+    finally:
+        source.close()
