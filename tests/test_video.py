@@ -1,0 +1,183 @@
+"""Frame sources and sinks: what is written reads back with OpenCV; bad input is refused."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gpmask.errors import GpmaskError
+from gpmask.runtime.video import (
+    ImageFolderSink,
+    VideoFileSink,
+    open_sink,
+    open_source,
+    side_by_side,
+)
+
+
+def _frames(count: int, height: int = 48, width: int = 64) -> list[np.ndarray]:
+    """Smooth frames (gradients shifted per frame) that lossy codecs keep close."""
+    y, x = np.mgrid[0:height, 0:width]
+    return [
+        np.stack([(x * 3 + i * 9) % 256, (y * 4 + i * 5) % 256, np.full_like(x, 40 * (i % 6))],
+                 axis=2).astype(np.uint8)
+        for i in range(count)
+    ]
+
+
+def _write_with_opencv(path: Path, frames: list[np.ndarray], fourcc: str = "MJPG") -> None:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mp4"])
+def test_video_sink_reads_back_with_opencv(tmp_path: Path, suffix: str) -> None:
+    frames = _frames(12)
+    path = tmp_path / f"out{suffix}"
+    sink = VideoFileSink(path, fps=10)
+    for frame in frames:
+        sink.write(frame)
+    sink.close()
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened()
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    decoded = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        decoded.append(image)
+    assert len(decoded) == 12
+    assert decoded[0].shape == (48, 64, 3)
+    for original, back in zip(frames, decoded, strict=True):
+        assert np.abs(original.astype(int) - back.astype(int)).mean() < 6
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
+
+
+def test_video_sink_without_frames_leaves_nothing(tmp_path: Path) -> None:
+    sink = VideoFileSink(tmp_path / "out.avi", fps=10)
+    sink.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_sink_refuses_a_frame_of_another_size(tmp_path: Path) -> None:
+    sink = VideoFileSink(tmp_path / "out.avi", fps=10)
+    sink.write(_frames(1)[0])
+    with pytest.raises(GpmaskError, match="frame 1 is 32x16, the video is 64x48"):
+        sink.write(np.zeros((16, 32, 3), np.uint8))
+    sink.close()
+    assert len(_read_all(tmp_path / "out.avi")) == 1
+
+
+def _read_all(path: Path) -> list[np.ndarray]:
+    source = open_source(str(path))
+    try:
+        return [f.pixels for f in source.frames()]
+    finally:
+        source.close()
+
+
+def test_image_folder_round_trip_is_exact_and_sorted(tmp_path: Path) -> None:
+    frames = _frames(5)
+    sink = open_sink(str(tmp_path / "frames"), fps=25)
+    assert isinstance(sink, ImageFolderSink)
+    for frame in frames:
+        sink.write(frame)
+    sink.close()
+    names = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    assert names == [f"frame_{i:06d}.png" for i in range(5)]
+    source = open_source(str(tmp_path / "frames"))
+    read = list(source.frames())
+    assert [f.index for f in read] == list(range(5))
+    assert read[2].time_s == pytest.approx(2 / 25)
+    for original, frame in zip(frames, read, strict=True):
+        np.testing.assert_array_equal(frame.pixels, original)
+
+
+def test_image_folder_converts_gray_and_rgba(tmp_path: Path) -> None:
+    gray = np.arange(48 * 64, dtype=np.uint32).reshape(48, 64).astype(np.uint8)
+    bgra = np.dstack([_frames(1)[0], np.full((48, 64), 128, np.uint8)])
+    cv2.imwrite(str(tmp_path / "a.png"), gray)
+    cv2.imwrite(str(tmp_path / "b.png"), bgra)
+    frames = [f.pixels for f in open_source(str(tmp_path)).frames()]
+    assert [f.shape for f in frames] == [(48, 64, 3), (48, 64, 3)]
+    np.testing.assert_array_equal(frames[0], np.repeat(gray[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(frames[1], bgra[:, :, :3])
+
+
+def test_image_folder_refuses_16_bit_pixels(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 1000, np.uint16))
+    with pytest.raises(GpmaskError, match="unsupported pixel format uint16"):
+        list(open_source(str(tmp_path)).frames())
+
+
+def test_folder_without_images_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(GpmaskError, match="no images"):
+        open_source(str(tmp_path))
+
+
+def test_missing_empty_and_unreadable_inputs_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(GpmaskError, match="no such file or folder"):
+        open_source(str(tmp_path / "missing.mp4"))
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(GpmaskError, match="empty file"):
+        open_source(str(tmp_path / "empty.mp4"))
+    (tmp_path / "junk.avi").write_bytes(b"not a video at all " * 50)
+    with pytest.raises(GpmaskError, match="not a video OpenCV can read"):
+        open_source(str(tmp_path / "junk.avi"))
+
+
+def test_video_with_zero_frames_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "zero.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    writer.release()
+    with pytest.raises(GpmaskError, match="zero.avi"):
+        source = open_source(str(path))
+        list(source.frames())
+
+
+def test_truncated_video_delivers_its_frames_then_fails(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    noisy = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(30)]
+    whole = tmp_path / "whole.avi"
+    _write_with_opencv(whole, noisy)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    source = open_source(str(cut))
+    delivered = []
+    with pytest.raises(GpmaskError, match=r"truncated or damaged video: decoded \d+ of the 30"):
+        for frame in source.frames():
+            delivered.append(frame)
+    source.close()
+    assert 0 < len(delivered) < 30
+
+
+def test_unsupported_outputs_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(GpmaskError, match="unsupported output .gif"):
+        open_sink(str(tmp_path / "out.gif"), fps=10)
+    with pytest.raises(GpmaskError, match="folder .* does not exist"):
+        open_sink(str(tmp_path / "missing" / "out.avi"), fps=10)
+
+
+def test_gstreamer_pipeline_without_gstreamer_says_so() -> None:
+    if re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()):
+        pytest.skip("this OpenCV has GStreamer; the refusal is for builds without it")
+    with pytest.raises(GpmaskError, match="built without GStreamer"):
+        open_source("videotestsrc ! videoconvert ! appsink")
+
+
+def test_side_by_side_puts_input_left() -> None:
+    left, right = _frames(2)
+    both = side_by_side(left, right)
+    assert both.shape == (48, 128, 3)
+    np.testing.assert_array_equal(both[:, :64], left)
+    np.testing.assert_array_equal(both[:, 64:], right)
