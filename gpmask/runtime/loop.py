@@ -75,20 +75,21 @@ class _Failure:
 
 def run_loop(
     source: FrameSource,
-    sink: FrameSink,
     restorer: FrameRestorer,
     router: Router,
+    sink: FrameSink | None = None,
     *,
-    show_side_by_side: bool = False,
+    side_by_side_sink: FrameSink | None = None,
     clear: str = "pass",
     log_path: str | Path | None = None,
     progress: bool = True,
     queue_size: int = 8,
 ) -> LoopResult:
-    """Restore every frame of ``source`` into ``sink``; see the module docstring.
+    """Restore every frame of ``source``; see the module docstring.
 
     Args:
-        show_side_by_side: write input and restored frame next to each other.
+        sink: receives the restored frames.
+        side_by_side_sink: receives input and restored frame next to each other.
         clear: what a frame routed to ``clear`` gets (:data:`CLEAR_MODES`).
         log_path: CSV with one :class:`FrameRecord` per frame written.
         progress: show a tqdm bar with frames per second.
@@ -96,6 +97,9 @@ def run_loop(
     """
     if clear not in CLEAR_MODES:
         raise GpmaskError(f"--clear {clear!r}: expected one of {', '.join(CLEAR_MODES)}")
+    sinks = [s for s in (sink, side_by_side_sink) if s is not None]
+    if not sinks:
+        raise GpmaskError("the loop needs an output (a restored or a side-by-side sink)")
     from tqdm import tqdm
 
     stop = threading.Event()
@@ -107,7 +111,7 @@ def run_loop(
 
     decoder = threading.Thread(target=_decode, args=(source, decoded, stop), daemon=True)
     encoder = threading.Thread(
-        target=_encode, args=(sink, restored, records, encode_failure, stop, bar), daemon=True
+        target=_encode, args=(sinks, restored, records, encode_failure, stop, bar), daemon=True
     )
     start = time.perf_counter()
     decoder.start()
@@ -123,9 +127,10 @@ def run_loop(
                 break
             frame, decode_ms = item
             record, output = _route_and_restore(frame, decode_ms, restorer, router, clear)
-            if show_side_by_side:
-                output = side_by_side(frame.pixels, output)
-            if not _put(restored, (record, output), stop):
+            outputs = [output] if sink is not None else []
+            if side_by_side_sink is not None:
+                outputs.append(side_by_side(frame.pixels, output))
+            if not _put(restored, (record, outputs), stop):
                 break
             bar.set_postfix_str(record.weather, refresh=False)
     finally:
@@ -134,7 +139,8 @@ def run_loop(
         stop.set()
         decoder.join()
         source.close()
-        sink.close()
+        for each in sinks:
+            each.close()
         bar.close()
         if log_path is not None:
             write_frame_log(log_path, records)
@@ -191,7 +197,7 @@ def _decode(source: FrameSource, decoded: queue.Queue, stop: threading.Event) ->
 
 
 def _encode(
-    sink: FrameSink,
+    sinks: list[FrameSink],
     restored: queue.Queue,
     records: list[FrameRecord],
     failure: list[BaseException],
@@ -203,10 +209,11 @@ def _encode(
         item = restored.get()
         if item is _END:
             return
-        record, output = item
+        record, outputs = item
         tick = time.perf_counter()
         try:
-            sink.write(output)
+            for sink, output in zip(sinks, outputs, strict=True):
+                sink.write(output)
         except BaseException as error:
             failure.append(error)
             stop.set()

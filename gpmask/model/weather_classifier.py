@@ -1,0 +1,37 @@
+"""A small CNN that tells a frame's weather, for routing frames to the right restorer.
+
+It sees a downscaled frame (e.g. 96x96) and must run in well under a millisecond
+beside the restorer, so it is four strided convolutions and a linear layer. Its
+head pools both the mean and the maximum of the last features: snow flakes and
+raindrop rims are sparse bright details that an average alone would wash out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class WeatherClassifier(nn.Module):
+    """Logits over ``num_classes`` weather classes for a batch of RGB images in [0, 1].
+
+    Args:
+        num_classes: number of classes (``clear`` plus the bundle's weathers).
+        width: channels of the first convolution; each later one adds ``width``.
+    """
+
+    def __init__(self, num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for stage in range(4):
+            out = width * (stage + 1)
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(2 * channels, num_classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = self.features(image)
+        pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
+        return self.head(pooled)
