@@ -1,0 +1,282 @@
+"""ONNX Runtime backend: one session per weather, sharing weights, arena and I/O buffers.
+
+A bundle's per-weather graphs are the same network with mostly the same tensors, and
+they point into one external-data weight file where a tensor common to several
+weathers is stored once, at one ``(location, offset, length)``. Loading them as
+independent sessions would hold every weight once per weather and give each session
+an arena of its own. Here instead:
+
+- every distinct external tensor is read once into an ``OrtValue`` and handed to each
+  session that uses it (``SessionOptions.add_initializer``); the OrtValues are kept by
+  the backend, since ONNX Runtime requires them to outlive the sessions;
+- one environment allocator (``create_and_register_allocator``) serves every session
+  (``session.use_env_allocators = 1``): only one weather runs at a time, so one arena
+  sized for one run is enough;
+- every session has an IOBinding bound to the same preallocated input and output
+  OrtValues, rebound only when the frame size changes; switching weather is picking
+  another session and binding.
+
+The session options tuned for speed live in :class:`SessionSettings`, the one place
+the benchmarks read them from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpmask.bundle import Bundle
+from gpmask.errors import GpmaskError
+from gpmask.runtime.backends.base import Backend, prepared_weathers, verify_files
+
+#: Execution-provider kinds this backend runs on, best first, and ONNX Runtime's names.
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_env_allocator_registered = False
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads of one core count once).
+
+    ONNX Runtime's convolutions gain nothing from a core's second hardware thread and
+    lose to the contention, so intra-op threads are sized by cores, not logical CPUs.
+    """
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The session options the runtime uses, in one place (benchmarks report them).
+
+    Attributes:
+        graph_optimization: ONNX Runtime's optimization level name (``all``: every
+            fusion and layout transformation, including NCHWc convolutions on x86).
+        intra_op_threads: threads inside one operator; physical cores by default.
+        execution_mode: ``sequential`` — these networks are a chain of convolutions, so
+            running independent branches in parallel has nothing to gain.
+        use_env_allocators: serve every session from the one environment allocator.
+    """
+
+    graph_optimization: str = "all"
+    intra_op_threads: int = field(default_factory=physical_cores)
+    execution_mode: str = "sequential"
+    use_env_allocators: bool = True
+
+    def session_options(self) -> Any:
+        """A fresh ``onnxruntime.SessionOptions`` with these settings."""
+        import onnxruntime as ort
+
+        levels = {
+            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        modes = {
+            "sequential": ort.ExecutionMode.ORT_SEQUENTIAL,
+            "parallel": ort.ExecutionMode.ORT_PARALLEL,
+        }
+        options = ort.SessionOptions()
+        options.graph_optimization_level = levels[self.graph_optimization]
+        options.intra_op_num_threads = self.intra_op_threads
+        options.execution_mode = modes[self.execution_mode]
+        if self.use_env_allocators:
+            options.add_session_config_entry("session.use_env_allocators", "1")
+        return options
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain data, for benchmark reports."""
+        return asdict(self)
+
+
+def register_env_allocator() -> None:
+    """Register the process-wide CPU arena allocator once (ONNX Runtime refuses twice)."""
+    global _env_allocator_registered
+    if _env_allocator_registered:
+        return
+    import onnxruntime as ort
+
+    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                               ort.OrtMemType.DEFAULT)
+    # 0 / -1: ONNX Runtime's defaults for max memory, extend strategy, chunk sizes.
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+    _env_allocator_registered = True
+
+
+def available_providers() -> list[str]:
+    """Provider kinds (keys of :data:`PROVIDERS`) this ONNX Runtime build offers."""
+    import onnxruntime as ort
+
+    offered = set(ort.get_available_providers())
+    return [kind for kind, name in PROVIDERS.items() if name in offered]
+
+
+def _provider_chain(kind: str, device: int) -> list[tuple[str, dict[str, Any]]]:
+    """Providers for ``kind``, with the ones it falls back to for unsupported nodes."""
+    chain = {"tensorrt": ["tensorrt", "cuda", "cpu"], "cuda": ["cuda", "cpu"], "cpu": ["cpu"]}
+    return [
+        (PROVIDERS[k], {} if k == "cpu" else {"device_id": device}) for k in chain[kind]
+    ]
+
+
+class SharedInitializers:
+    """One OrtValue per distinct external tensor of a set of graphs.
+
+    Two graphs' initializers are the same tensor when they point at the same
+    ``(location, offset, length)`` in the same external-data file; that is how a
+    bundle stores a tensor shared by several weathers once.
+
+    Attributes:
+        values: ``(file, offset, length)`` -> the OrtValue holding that tensor.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[Path, int, int], Any] = {}
+
+    def add_graph(self, graph: Any, folder: Path, options: Any) -> None:
+        """Hand ``graph``'s external initializers to ``options``, reading new ones once.
+
+        ``graph`` is an ``onnx.ModelProto`` loaded without its external data.
+        """
+        import onnx
+        import onnxruntime as ort
+        from onnx.helper import tensor_dtype_to_np_dtype
+
+        for tensor in graph.graph.initializer:
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            key = (folder / info["location"], int(info.get("offset", 0)),
+                   int(info.get("length", -1)))
+            if key not in self.values:
+                array = _read_tensor(key, tensor_dtype_to_np_dtype(tensor.data_type),
+                                     tuple(tensor.dims))
+                self.values[key] = ort.OrtValue.ortvalue_from_numpy(array)
+            options.add_initializer(tensor.name, self.values[key])
+
+
+def _read_tensor(key: tuple[Path, int, int], dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    path, offset, length = key
+    count = int(np.prod(shape, dtype=np.int64))
+    if length >= 0 and length != count * np.dtype(dtype).itemsize:
+        raise GpmaskError(f"{path.name}: a tensor at offset {offset} has {length} bytes, "
+                          f"expected {count * np.dtype(dtype).itemsize} for {shape} {dtype}")
+    array = np.fromfile(path, dtype=dtype, count=count, offset=offset)
+    if array.size != count:
+        raise GpmaskError(f"{path.name} is shorter than its graphs expect")
+    return array.reshape(shape)
+
+
+class OnnxRuntimeBackend(Backend):
+    """Every weather of a bundle as a prepared ONNX Runtime session.
+
+    Args:
+        bundle: the bundle to load.
+        precision: which graphs (``fp32``, ``fp16``, ``int8``, ...).
+        provider: a key of :data:`PROVIDERS`; must be in :func:`available_providers`.
+        device: the GPU for the CUDA and TensorRT providers.
+        settings: session options (defaults tuned for speed).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        precision: str = "fp32",
+        provider: str = "cpu",
+        device: int = 0,
+        settings: SessionSettings | None = None,
+    ) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        if provider not in available_providers():
+            raise GpmaskError(
+                f"ONNX Runtime here has no {provider} execution provider (has: "
+                f"{', '.join(available_providers())}); install onnxruntime-gpu for cuda"
+            )
+        self.name = f"onnxruntime-{provider}"
+        self.settings = settings or SessionSettings()
+        self.weathers = prepared_weathers(bundle, "graphs", precision)
+        self.device = ("cpu", 0) if provider == "cpu" else ("cuda", device)
+        paths = {w: bundle.graph_path(w, precision) for w in self.weathers}
+        verify_files(bundle, paths.values())
+        graphs = {w: onnx.load(str(p), load_external_data=False) for w, p in paths.items()}
+        verify_files(bundle, _external_files(graphs, paths))
+        if self.settings.use_env_allocators:
+            register_env_allocator()
+        self.initializers = SharedInitializers()
+        self.sessions: dict[str, Any] = {}
+        for weather, graph in graphs.items():
+            options = self.settings.session_options()
+            self.initializers.add_graph(graph, paths[weather].parent, options)
+            self.sessions[weather] = ort.InferenceSession(
+                str(paths[weather]), options, providers=_provider_chain(provider, device)
+            )
+        first = self.sessions[self.weathers[0]]
+        self._input = first.get_inputs()[0]
+        self._output = first.get_outputs()[0]
+        self._bindings = {w: s.io_binding() for w, s in self.sessions.items()}
+        self._bound_shape: tuple[int, ...] | None = None
+        self._input_value: Any = None
+        self._output_value: Any = None
+
+    def _bind(self, shape: tuple[int, ...]) -> None:
+        """Allocate input and output OrtValues for ``shape`` and bind every session to them."""
+        import onnxruntime as ort
+
+        kind, device = self.device
+        self._input_value = ort.OrtValue.ortvalue_from_shape_and_type(
+            shape, _NUMPY_TYPES[self._input.type], kind, device)
+        self._output_value = ort.OrtValue.ortvalue_from_shape_and_type(
+            shape, _NUMPY_TYPES[self._output.type], kind, device)
+        for binding in self._bindings.values():
+            binding.bind_ortvalue_input(self._input.name, self._input_value)
+            binding.bind_ortvalue_output(self._output.name, self._output_value)
+        self._bound_shape = shape
+
+    def run(self, weather: str, batch: np.ndarray) -> np.ndarray:
+        if batch.shape != self._bound_shape:
+            self._bind(batch.shape)
+        self._input_value.update_inplace(
+            np.ascontiguousarray(batch, dtype=_NUMPY_TYPES[self._input.type]))
+        self.sessions[weather].run_with_iobinding(self._bindings[weather])
+        return self._output_value.numpy().astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        # Sessions first: the shared OrtValues must outlive them.
+        self._bindings.clear()
+        self.sessions.clear()
+        self._input_value = self._output_value = self._bound_shape = None
+        self.initializers.values.clear()
+
+
+def _external_files(graphs: dict[str, Any], paths: dict[str, Path]) -> set[Path]:
+    """The external-data files the graphs read (each graph's locations are beside it)."""
+    import onnx
+
+    return {
+        paths[weather].parent / entry.value
+        for weather, graph in graphs.items()
+        for tensor in graph.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }

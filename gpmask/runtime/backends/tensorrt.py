@@ -1,0 +1,236 @@
+"""TensorRT backend: one engine and context per weather, one scratch buffer for all.
+
+Only one weather runs at a time, so the per-weather execution contexts need not each
+own their activation memory: they are created without it
+(``ExecutionContextAllocationStrategy.USER_MANAGED``) and all pointed at one device
+scratch buffer sized to the largest engine's need. They are also bound to the same
+input and output device buffers, copied to and from pinned host buffers on one CUDA
+stream. Switching weather is therefore choosing another context: nothing is allocated,
+copied or rebound (buffers are rebound only when the frame size changes).
+
+Written against the documented Python API of TensorRT 10.x and 11.x:
+``ICudaEngine.device_memory_size_v2`` and ``IExecutionContext.set_device_memory(ptr,
+size)`` (10.1 and later; 11.x removed ``device_memory_size`` and the ``device_memory``
+attribute, which only 10.0 needs), ``create_execution_context(strategy)`` (10.0 and
+later; replaces ``create_execution_context_without_device_memory``), named I/O tensors
+with ``set_input_shape``/``set_tensor_address`` and ``execute_async_v3``. CUDA comes
+from Polygraphy's CUDA wrapper (device arrays, streams, and the CUDA runtime library it
+loads for pinned memory and device queries), never from torch.
+
+Engines are specific to the TensorRT version and the GPU they were built on. Before
+loading, each engine's manifest record is compared with the running TensorRT and GPU
+(:func:`engine_mismatch`, a pure function) and a mismatch is refused with the command
+that rebuilds the engines.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpmask.bundle import Bundle
+from gpmask.errors import GpmaskError
+from gpmask.runtime.backends.base import Backend, prepared_weathers, verify_files
+
+# cudaDeviceAttr values of the CUDA runtime API (stable across CUDA versions).
+_COMPUTE_CAPABILITY_MAJOR = 75
+_COMPUTE_CAPABILITY_MINOR = 76
+# cudaDeviceProp starts with ``char name[256]``; the rest of the struct changes between
+# CUDA versions, so it is read into a buffer far larger than any version's struct.
+_DEVICE_PROP_BYTES = 16384
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """What a TensorRT engine is specific to: the TensorRT version and the GPU.
+
+    The same three fields are recorded in a bundle's engine entries by ``gpmask build``.
+    """
+
+    tensorrt_version: str
+    gpu: str
+    compute_capability: str
+
+    @classmethod
+    def of_record(cls, record: dict[str, Any]) -> EngineTarget:
+        """The target a manifest engine record says the engine was built for."""
+        return cls(*(str(record.get(key, "unknown")) for key in
+                     ("tensorrt_version", "gpu", "compute_capability")))
+
+    def __str__(self) -> str:
+        return (f"TensorRT {self.tensorrt_version} on {self.gpu} "
+                f"(compute capability {self.compute_capability})")
+
+
+def engine_mismatch(
+    record: dict[str, Any], running: EngineTarget, bundle_root: str, precision: str
+) -> str | None:
+    """Why the engine in ``record`` cannot run on ``running``, or None when it can.
+
+    An engine runs only under the TensorRT version and on the GPU model it was built
+    for; TensorRT itself would fail to deserialize it or warn that it may misbehave.
+    """
+    built = EngineTarget.of_record(record)
+    if built == running:
+        return None
+    return (
+        f"engine {record['path']} was built for {built}, but this machine has {running}; "
+        f"rebuild the engines here with `gpmask build {bundle_root} --precision {precision}`"
+    )
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
+def _cudart() -> Any:
+    """The CUDA runtime library Polygraphy loaded (ctypes handle) and its error check."""
+    from polygraphy import cuda
+
+    return cuda.wrapper()
+
+
+def running_target(device: int) -> EngineTarget:
+    """The running TensorRT version and GPU ``device``'s name and compute capability."""
+    import tensorrt as trt
+
+    cudart = _cudart()
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    cudart.check(cudart.handle.cudaDeviceGetAttribute(
+        ctypes.byref(major), _COMPUTE_CAPABILITY_MAJOR, device))
+    cudart.check(cudart.handle.cudaDeviceGetAttribute(
+        ctypes.byref(minor), _COMPUTE_CAPABILITY_MINOR, device))
+    props = ctypes.create_string_buffer(_DEVICE_PROP_BYTES)
+    get_properties = getattr(cudart.handle, "cudaGetDeviceProperties_v2", None) or \
+        cudart.handle.cudaGetDeviceProperties
+    cudart.check(get_properties(props, device))
+    name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
+    return EngineTarget(trt.__version__, name, f"{major.value}.{minor.value}")
+
+
+class PinnedBuffer:
+    """Page-locked host memory, so host-device copies run asynchronously at full speed.
+
+    Grows when a larger view is asked for; otherwise every view reuses the same memory.
+    """
+
+    def __init__(self) -> None:
+        self.ptr = 0
+        self.nbytes = 0
+
+    def view(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A numpy array of ``shape`` and ``dtype`` over this buffer."""
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if nbytes > self.nbytes:
+            self.free()
+            cudart, pointer = _cudart(), ctypes.c_void_p()
+            cudart.check(cudart.handle.cudaMallocHost(ctypes.byref(pointer),
+                                                      ctypes.c_size_t(nbytes)))
+            self.ptr, self.nbytes = pointer.value, nbytes
+        raw = (ctypes.c_uint8 * nbytes).from_address(self.ptr)
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+    def free(self) -> None:
+        if self.ptr:
+            cudart = _cudart()
+            cudart.check(cudart.handle.cudaFreeHost(ctypes.c_void_p(self.ptr)))
+            self.ptr, self.nbytes = 0, 0
+
+
+class TensorRTBackend(Backend):
+    """Every weather of a bundle as a deserialized TensorRT engine with its context.
+
+    Args:
+        bundle: the bundle; its manifest must have engines at ``precision``
+            (``gpmask build BUNDLE --precision P`` builds them on this machine).
+        precision: which engines.
+        device: the CUDA device index.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle, precision: str = "fp16", device: int = 0) -> None:
+        import tensorrt as trt
+        from polygraphy import cuda
+
+        if _version_tuple(trt.__version__) < (10, 1):
+            raise GpmaskError(f"TensorRT {trt.__version__} is too old; gpmask needs 10.1 or later")
+        cudart = _cudart()
+        cudart.check(cudart.handle.cudaSetDevice(device))
+        self.weathers = prepared_weathers(bundle, "engines", precision)
+        records = {w: bundle.engine_entry(w, precision) for w in self.weathers}
+        running = running_target(device)
+        for record in records.values():
+            problem = engine_mismatch(record, running, str(bundle.root), precision)
+            if problem:
+                raise GpmaskError(problem)
+        verify_files(bundle, [bundle.root / r["path"] for r in records.values()])
+
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engines = {}
+        for weather, record in records.items():
+            plan = (bundle.root / record["path"]).read_bytes()
+            engine = self._runtime.deserialize_cuda_engine(plan)
+            if engine is None:
+                raise GpmaskError(f"TensorRT could not load engine {record['path']}; rebuild it "
+                                  f"with `gpmask build {bundle.root} --precision {precision}`")
+            self.engines[weather] = engine
+        strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        self.contexts = {w: e.create_execution_context(strategy) for w, e in self.engines.items()}
+        scratch_bytes = max(e.device_memory_size_v2 for e in self.engines.values())
+        self.scratch = cuda.DeviceArray.raw((max(scratch_bytes, 1),))
+        for context in self.contexts.values():
+            context.set_device_memory(self.scratch.ptr, self.scratch.allocated_nbytes)
+
+        first = self.engines[self.weathers[0]]
+        names = [first.get_tensor_name(i) for i in range(first.num_io_tensors)]
+        self._input = next(n for n in names if first.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self._output = next(n for n in names if first.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self._input_dtype = np.dtype(trt.nptype(first.get_tensor_dtype(self._input)))
+        self._output_dtype = np.dtype(trt.nptype(first.get_tensor_dtype(self._output)))
+        self.stream = cuda.Stream()
+        self._device_in = cuda.DeviceArray(dtype=self._input_dtype)
+        self._device_out = cuda.DeviceArray(dtype=self._output_dtype)
+        self._host_in, self._host_out = PinnedBuffer(), PinnedBuffer()
+        self._shape: tuple[int, ...] | None = None
+        self._output_shape: tuple[int, ...] = ()
+
+    def _bind(self, shape: tuple[int, ...]) -> None:
+        """Set ``shape`` on every context and bind them all to the same I/O buffers."""
+        for weather, context in self.contexts.items():
+            if not context.set_input_shape(self._input, shape):
+                raise GpmaskError(f"the {weather} engine does not accept input shape {shape}; "
+                                  f"rebuild it with a profile covering this frame size")
+        self._output_shape = tuple(self.contexts[self.weathers[0]].get_tensor_shape(self._output))
+        self._device_in.resize(shape)
+        self._device_out.resize(self._output_shape)
+        for context in self.contexts.values():
+            context.set_tensor_address(self._input, self._device_in.ptr)
+            context.set_tensor_address(self._output, self._device_out.ptr)
+        self._shape = shape
+
+    def run(self, weather: str, batch: np.ndarray) -> np.ndarray:
+        if batch.shape != self._shape:
+            self._bind(batch.shape)
+        host_in = self._host_in.view(batch.shape, self._input_dtype)
+        np.copyto(host_in, batch, casting="same_kind")
+        host_out = self._host_out.view(self._output_shape, self._output_dtype)
+        self._device_in.copy_from(host_in, self.stream)
+        if not self.contexts[weather].execute_async_v3(self.stream.ptr):
+            raise GpmaskError(f"TensorRT failed to run the {weather} engine")
+        self._device_out.copy_to(host_out, self.stream)
+        self.stream.synchronize()
+        return host_out.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        # Contexts before engines before the memory they point at.
+        self.contexts.clear()
+        self.engines.clear()
+        for buffer in (self._device_in, self._device_out, self.scratch):
+            buffer.free()
+        self._host_in.free()
+        self._host_out.free()
+        self.stream.free()
