@@ -23,6 +23,7 @@ VERBS = {
     "import": "import_",
     "inspect": "inspect",
     "eval": "eval",
+    "export": "export",
 }
 
 

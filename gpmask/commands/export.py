@@ -1,0 +1,51 @@
+"""Export a masked checkpoint to a bundle of per-weather ONNX graphs sharing one weight file.
+
+Traces the network once, writes common.onnx and one graph per weather into BUNDLE with
+every distinct tensor stored once in weights.bin, checks each graph with onnx.checker
+and ONNX Runtime against PyTorch, and writes manifest.json. Also installed as
+`gpmask-export`.
+
+examples:
+  gpmask export demo -o bundle/
+  gpmask export model.gpmask.safetensors -o bundle/ --weathers rain,snow
+  gpmask export demo -o bundle-720p/ --shape 1x3x720x1280 --force
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="masked checkpoint file, or 'demo'")
+    parser.add_argument("-o", "--output", required=True, metavar="BUNDLE",
+                        help="bundle folder to create")
+    parser.add_argument("--weathers", metavar="LIST",
+                        help="comma-separated subset of the checkpoint's weathers (default all)")
+    parser.add_argument("--shape", metavar="NxCxHxW",
+                        help="static input shape, e.g. 1x3x720x1280 (default dynamic N, H, W)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip onnx.checker and the ONNX Runtime vs PyTorch comparison")
+    parser.add_argument("--force", action="store_true", help="replace an existing BUNDLE")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gpmask.export.exporter import export_bundle
+    from gpmask.export.summary import describe_bundle
+    from gpmask.export.trace import parse_shape
+
+    weathers = None
+    if args.weathers is not None:
+        weathers = [w.strip() for w in args.weathers.split(",") if w.strip()]
+    bundle = export_bundle(
+        args.checkpoint,
+        args.output,
+        weathers=weathers,
+        static_shape=parse_shape(args.shape) if args.shape else None,
+        verify=not args.no_verify,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    print(describe_bundle(bundle.root))
+    return 0

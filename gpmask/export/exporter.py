@@ -1,0 +1,163 @@
+"""``export_bundle``: a masked checkpoint becomes a verified bundle of per-weather ONNX graphs.
+
+The steps, in a temporary folder renamed into place only at the end (so a failure or
+Ctrl-C leaves no bundle, and an existing one intact):
+
+1. trace the network once, with the ``common`` weights (:mod:`gpmask.export.trace`);
+2. make ``common.onnx`` and one graph per weather by swapping initializers
+   (:mod:`gpmask.export.specialize`);
+3. write every distinct tensor once into ``weights.bin`` (:mod:`gpmask.export.weight_store`)
+   and save the graphs, which reference it;
+4. check each graph with onnx.checker and ONNX Runtime against PyTorch
+   (:mod:`gpmask.export.verify`), report to ``reports/export.json``;
+5. write ``manifest.json`` (schema in :mod:`gpmask.bundle`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime
+import torch
+from tqdm import tqdm
+
+from gpmask import __version__
+from gpmask.bundle import COMMON, FORMAT_VERSION, Bundle
+from gpmask.errors import GpmaskError
+from gpmask.export.specialize import ParameterBinding
+from gpmask.export.trace import INPUT_NAME, OPSET, OUTPUT_NAME, check_static_shape, trace_graph
+from gpmask.export.verify import verification_inputs, verify_graphs
+from gpmask.export.weight_store import write_shared_weights
+from gpmask.fileio import atomic_directory, sha256_file, write_text_atomic
+from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
+from gpmask.model import size_multiple
+
+WEIGHTS_FILE = "weights.bin"
+REPORT_FILE = "reports/export.json"
+PRECISION = "fp32"
+
+
+def _load(checkpoint: MaskedCheckpoint | str | os.PathLike) -> tuple[MaskedCheckpoint, str | None]:
+    """The checkpoint and the sha256 of its file (None for one given in memory)."""
+    if isinstance(checkpoint, MaskedCheckpoint):
+        return checkpoint, None
+    loaded = MaskedCheckpoint.load(checkpoint)
+    return loaded, sha256_file(resolve_checkpoint(checkpoint))
+
+
+def select_weathers(checkpoint: MaskedCheckpoint, weathers: Sequence[str] | None) -> list[str]:
+    """The requested weathers in checkpoint order; an unknown or repeated one is refused."""
+    if weathers is None:
+        return list(checkpoint.weathers)
+    if not weathers:
+        raise GpmaskError("no weathers selected")
+    for weather in weathers:
+        if weather not in checkpoint.weathers:
+            known = ", ".join(checkpoint.weathers)
+            raise GpmaskError(f"unknown weather {weather!r}; this checkpoint has: {known}")
+    return [w for w in checkpoint.weathers if w in weathers]
+
+
+def _tensor_spec(name: str, multiple: int, static_shape: Sequence[int] | None) -> dict[str, Any]:
+    return {"name": name, "layout": "NCHW", "dtype": "float32", "color": "RGB",
+            "range": [0.0, 1.0], "size_multiple": multiple,
+            "shape": list(static_shape) if static_shape else [None, 3, None, None]}
+
+
+def _manifest(
+    checkpoint: MaskedCheckpoint,
+    checkpoint_sha256: str | None,
+    weathers: list[str],
+    multiple: int,
+    static_shape: Sequence[int] | None,
+) -> dict[str, Any]:
+    """The manifest before graphs, weights and verification are recorded."""
+    metadata = {k: v for k, v in checkpoint.metadata().items() if k != "params"}
+    return {
+        "format_version": FORMAT_VERSION,
+        "weathers": weathers,
+        "default_weather": weathers[0],
+        "input": _tensor_spec(INPUT_NAME, multiple, static_shape),
+        "output": _tensor_spec(OUTPUT_NAME, multiple, static_shape),
+        "graphs": {},
+        "weights": [],
+        "checkpoint": {"sha256": checkpoint_sha256, "metadata": metadata},
+        "versions": {"gpmask": __version__, "torch": torch.__version__,
+                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                     "onnx_opset": OPSET},
+    }
+
+
+def export_bundle(
+    checkpoint: MaskedCheckpoint | str | os.PathLike,
+    output: str | os.PathLike,
+    weathers: Sequence[str] | None = None,
+    static_shape: tuple[int, int, int, int] | None = None,
+    verify: bool = True,
+    force: bool = False,
+    progress: bool = True,
+) -> Bundle:
+    """Export ``checkpoint`` (a :class:`MaskedCheckpoint`, a path, or ``"demo"``) to a bundle.
+
+    Args:
+        output: the bundle folder to create (refused if it exists, unless ``force``).
+        weathers: subset of the checkpoint's weathers (default all); ``common`` is always
+            exported.
+        static_shape: fixed NCHW input shape; default dynamic batch, height and width.
+        verify: check every graph with onnx.checker and against PyTorch (a mismatch
+            raises and leaves no bundle).
+        progress: show a tqdm progress bar on stderr.
+
+    Returns the written bundle, opened from ``output``.
+    """
+    checkpoint, checkpoint_sha256 = _load(checkpoint)
+    selected = select_weathers(checkpoint, weathers)
+    model = checkpoint.build_model(COMMON)
+    multiple = size_multiple(model)
+    if static_shape is not None:
+        check_static_shape(static_shape, multiple)
+    names = [COMMON, *selected]
+    steps = 2 + len(names) * (2 if verify else 1)
+    with atomic_directory(output, force) as folder, tqdm(
+        total=steps, desc="export", unit="step", disable=not progress
+    ) as bar:
+        bar.set_postfix_str("tracing the network")
+        traced = trace_graph(model, static_shape, multiple)
+        bar.update()
+        varying = {name for w in selected for name in checkpoint.masks.get(w, {})}
+        binding = ParameterBinding(
+            traced.model, checkpoint.bake_numpy(COMMON), varying - traced.unused
+        )
+        graphs = {}
+        for weather in names:
+            bar.set_postfix_str(f"graph {weather}")
+            graphs[weather] = binding.bind(checkpoint.bake_numpy(weather))
+            bar.update()
+        bar.set_postfix_str(f"writing {WEIGHTS_FILE}")
+        write_shared_weights(graphs, folder, WEIGHTS_FILE)
+        bundle = Bundle(folder, _manifest(checkpoint, checkpoint_sha256, selected, multiple,
+                                          static_shape))
+        for weather, graph in graphs.items():
+            onnx.save(graph, str(folder / f"{weather}.onnx"))
+            bundle.set_graph(weather, PRECISION, f"{weather}.onnx")
+        bundle.set_weights(WEIGHTS_FILE)
+        bar.update()
+        bundle.manifest["verification"] = {"status": "skipped"}
+        if verify:
+            bar.set_postfix_str("verifying")
+            report = verify_graphs(
+                {w: bundle.graph_path(w, PRECISION) for w in names},
+                checkpoint,
+                verification_inputs(static_shape, multiple),
+                step=lambda weather: bar.update(),
+            )
+            (folder / Path(REPORT_FILE).parent).mkdir()
+            write_text_atomic(folder / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+            bundle.manifest["verification"] = {"status": "passed", "report": REPORT_FILE}
+        bundle.save()
+    return Bundle.open(output)
