@@ -53,14 +53,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
     if image is None or image.dtype not in (np.uint8, np.uint16):
         raise GpmaskError(f"{path}: cannot read image (not an 8- or 16-bit image OpenCV decodes)")
-    scale = np.float32(1.0 / np.iinfo(image.dtype).max)
+    full_range = np.float32(np.iinfo(image.dtype).max)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     elif image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     else:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image.astype(np.float32) * scale
+    return image.astype(np.float32) / full_range
 
 
 def is_image_file(path: Path) -> bool:

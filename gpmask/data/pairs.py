@@ -106,9 +106,8 @@ def random_crops(
         step = -1 if flip else 1
         degraded[i] = noisy[window][:, ::step]
         clean[i] = target[window][:, ::step]
-    scale = np.float32(1.0 / 255.0)
     return tuple(
-        np.multiply(pixels.transpose(0, 3, 1, 2), scale, dtype=np.float32, order="C")
+        np.divide(pixels.transpose(0, 3, 1, 2), np.float32(255), dtype=np.float32, order="C")
         for pixels in (degraded, clean)
     )
 
