@@ -23,6 +23,7 @@ the benchmarks read them from.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,7 @@ class OnnxRuntimeBackend(Backend):
         provider: a key of :data:`PROVIDERS`; must be in :func:`available_providers`.
         device: the GPU for the CUDA and TensorRT providers.
         settings: session options (defaults tuned for speed).
+        weathers: load only these (default: every weather with a graph at ``precision``).
     """
 
     def __init__(
@@ -203,6 +205,7 @@ class OnnxRuntimeBackend(Backend):
         provider: str = "cpu",
         device: int = 0,
         settings: SessionSettings | None = None,
+        weathers: Sequence[str] | None = None,
     ) -> None:
         import onnx
         import onnxruntime as ort
@@ -215,6 +218,10 @@ class OnnxRuntimeBackend(Backend):
         self.name = f"onnxruntime-{provider}"
         self.settings = settings or SessionSettings()
         self.weathers = prepared_weathers(bundle, "graphs", precision)
+        if weathers is not None:
+            for weather in weathers:
+                bundle.graph_path(weather, precision)  # refuses an unknown one by name
+            self.weathers = [w for w in self.weathers if w in weathers]
         self.device = ("cpu", 0) if provider == "cpu" else ("cuda", device)
         paths = {w: bundle.graph_path(w, precision) for w in self.weathers}
         verify_files(bundle, paths.values())
