@@ -1,0 +1,106 @@
+"""The shared external-data writer, on small hand-built graphs read back by stock tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from gpmask.errors import GpmaskError
+from gpmask.export.weight_store import ALIGNMENT, write_shared_weights
+
+
+def affine_graph(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    """y = x @ weight + bias, with both as initializers."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["y"]),
+        ],
+        "affine",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, weight.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, weight.shape[1]])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def external_record(tensor: onnx.TensorProto) -> tuple[str, int, int]:
+    record = {entry.key: entry.value for entry in tensor.external_data}
+    return record["location"], int(record["offset"]), int(record["length"])
+
+
+@pytest.fixture
+def arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {
+        "w": rng.normal(size=(5, 3)).astype(np.float32),
+        "b1": rng.normal(size=3).astype(np.float32),
+        "b2": rng.normal(size=3).astype(np.float32),
+        "w2": rng.normal(size=(5, 3)).astype(np.float32),
+    }
+
+
+def test_identical_tensors_are_stored_once_and_read_back(tmp_path: Path, arrays) -> None:
+    models = {
+        "one": affine_graph(arrays["w"], arrays["b1"]),
+        "two": affine_graph(arrays["w"], arrays["b2"]),  # same weight, other bias
+        "three": affine_graph(arrays["w2"], arrays["b1"]),  # other weight, same bias as one
+    }
+    shared = write_shared_weights(models, tmp_path, "weights.bin")
+
+    distinct = [arrays["w"], arrays["b1"], arrays["b2"], arrays["w2"]]
+    assert shared.tensors_stored == 4 and shared.tensors_referenced == 6
+    assert shared.bytes_referenced == 3 * (arrays["w"].nbytes + arrays["b1"].nbytes)
+    padded = sum(-(-a.nbytes // ALIGNMENT) * ALIGNMENT for a in distinct)
+    assert shared.bytes_stored == padded == (tmp_path / "weights.bin").stat().st_size
+
+    records = {name: {t.name: external_record(t) for t in m.graph.initializer}
+               for name, m in models.items()}
+    assert records["one"]["w"] == records["two"]["w"] != records["three"]["w"]
+    assert records["one"]["b"] == records["three"]["b"] != records["two"]["b"]
+    assert {loc for r in records.values() for loc, _, _ in r.values()} == {"weights.bin"}
+    assert all(offset % ALIGNMENT == 0 for r in records.values() for _, offset, _ in r.values())
+
+    x = np.random.default_rng(2).normal(size=(2, 5)).astype(np.float32)
+    for name, (weight, bias) in {"one": ("w", "b1"), "two": ("w", "b2"),
+                                 "three": ("w2", "b1")}.items():
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(models[name], str(path))
+        onnx.checker.check_model(str(path), full_check=True)
+        loaded = onnx.load(str(path), load_external_data=True)
+        values = {t.name: numpy_helper.to_array(t) for t in loaded.graph.initializer}
+        np.testing.assert_array_equal(values["w"], arrays[weight])
+        np.testing.assert_array_equal(values["b"], arrays[bias])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (y,) = session.run(None, {"x": x})
+        np.testing.assert_allclose(y, x @ arrays[weight] + arrays[bias], rtol=1e-5, atol=1e-6)
+    # graph files hold no tensor data of their own
+    assert (tmp_path / "one.onnx").stat().st_size < arrays["w"].nbytes + 200
+
+
+def test_typed_field_tensors_are_written_as_raw_bytes(tmp_path: Path) -> None:
+    bias = np.array([1.5, -2.0, 0.25], np.float32)
+    weight = np.eye(2, 3, dtype=np.float32)
+    model = affine_graph(weight, bias)
+    model.graph.initializer[1].CopyFrom(
+        helper.make_tensor("b", TensorProto.FLOAT, [3], bias.tolist(), raw=False)
+    )
+    write_shared_weights({"typed": model}, tmp_path, "w.bin")
+    onnx.save(model, str(tmp_path / "typed.onnx"))
+    loaded = onnx.load(str(tmp_path / "typed.onnx"))
+    np.testing.assert_array_equal(numpy_helper.to_array(loaded.graph.initializer[1]), bias)
+
+
+def test_graph_with_external_data_not_loaded_is_refused(tmp_path: Path, arrays) -> None:
+    model = affine_graph(arrays["w"], arrays["b1"])
+    write_shared_weights({"first": model}, tmp_path, "weights.bin")
+    before = (tmp_path / "weights.bin").read_bytes()
+    with pytest.raises(GpmaskError, match=r"second: initializer 'w' already lives in external"):
+        write_shared_weights({"second": model}, tmp_path, "weights.bin")
+    assert (tmp_path / "weights.bin").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
