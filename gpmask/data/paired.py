@@ -86,6 +86,9 @@ class PairedFolder:
 
     ``pairs`` holds the usable pairs in a deterministic order (sorted input names, or
     the list file's order); ``load(i)`` decodes pair ``i`` to float32 RGB in [0, 1].
+    Opening decodes every image once to check it (a gt shared by several inputs
+    once), with a progress bar on a terminal unless ``progress`` is false; problems
+    found are kept in ``skipped`` when ``skip_bad`` lets them pass.
     """
 
     def __init__(
@@ -227,7 +230,7 @@ class PairedFolder:
 
         pairs = []
         for candidate in tqdm(candidates, desc=f"checking {self.root.name or self.root}",
-                              unit="pair", disable=not progress, leave=False):
+                              unit="pair", disable=None if progress else True, leave=False):
             if isinstance(candidate, str):
                 self._reject(candidate)
                 continue
@@ -261,12 +264,15 @@ def _size_mismatch(input_path: Path, input_shape: tuple, gt_path: Path, gt_shape
     )
 
 
-def parse_data_spec(spec: str, skip_bad: bool = False) -> tuple[str, PairedFolder]:
+def parse_data_spec(
+    spec: str, skip_bad: bool = False, progress: bool = True
+) -> tuple[str, PairedFolder]:
     """Parse the command line's ``WEATHER=DIR[:LAYOUT]`` into (weather, data set).
 
     ``DIR`` may also be a list file (``WEATHER=pairs.txt``): its paths are relative
     to the folder it is in. A ``:suffix`` is read as the layout only where the whole
-    text is not an existing path, so paths containing ``:`` still work.
+    text is not an existing path, so paths containing ``:`` still work. ``progress``
+    shows a bar while the pairs are checked (on a terminal only).
     """
     weather, sep, location = spec.partition("=")
     weather = weather.strip()
@@ -281,5 +287,6 @@ def parse_data_spec(spec: str, skip_bad: bool = False) -> tuple[str, PairedFolde
         location, layout = head, tail
     path = Path(location)
     if path.is_file():
-        return weather, PairedFolder(path.parent, layout, list_file=path, skip_bad=skip_bad)
-    return weather, PairedFolder(path, layout, skip_bad=skip_bad)
+        return weather, PairedFolder(path.parent, layout, list_file=path, skip_bad=skip_bad,
+                                     progress=progress)
+    return weather, PairedFolder(path, layout, skip_bad=skip_bad, progress=progress)
