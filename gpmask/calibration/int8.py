@@ -1,0 +1,182 @@
+"""INT8 Q/DQ graphs by ONNX Runtime's static quantization, with a calibration cache.
+
+Two schemes, one calibration: the activation ranges a weather's frames produce do not
+depend on how they are later turned into scales, so both schemes read the same cache.
+
+- ``int8``: what TensorRT (10 and 11, strongly typed) wants: explicit
+  QuantizeLinear/DequantizeLinear pairs, int8 activations *and* weights, symmetric
+  (zero point 0), per-channel weight scales, per-tensor activation scales; biases stay
+  float (TensorRT fuses them into the convolution itself).
+- ``int8-cpu``: what ONNX Runtime's x86 kernels run fastest (U8S8): uint8 asymmetric
+  activations, int8 symmetric per-channel weights, int32 biases, so that its graph
+  optimiser fuses each DQ-Conv-Q group into one QLinearConv.
+
+The cache is ONNX Runtime's own calibration-cache JSON, stored under
+``BUNDLE/calibration/`` with a file name that is a hash of the graph, the frames and the
+calibration settings: a re-run with the same inputs loads it instead of running the
+frames again; a changed input gets a new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gpmask.calibration.frames import Frames, to_batch
+
+#: Calibration method names on the command line -> ONNX Runtime CalibrationMethod names.
+METHODS = {"entropy": "Entropy", "percentile": "Percentile", "minmax": "MinMax"}
+
+#: Folder, inside the bundle, of cached calibration ranges.
+CACHE_FOLDER = "calibration"
+
+#: Percentile kept by the ``percentile`` method.
+PERCENTILE = 99.999
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """How calibrated ranges become Q/DQ nodes (see the module docstring)."""
+
+    precision: str
+    activations_unsigned: bool
+    activations_symmetric: bool
+    quantize_bias: bool
+
+    def quantize_options(self) -> dict:
+        """``extra_options`` for ``quantize_static`` (the calibration-side options excluded)."""
+        return {
+            "ActivationSymmetric": self.activations_symmetric,
+            "WeightSymmetric": True,
+            "QuantizeBias": self.quantize_bias,
+        }
+
+
+SCHEMES = {
+    "int8": Int8Scheme("int8", activations_unsigned=False, activations_symmetric=True,
+                       quantize_bias=False),
+    "int8-cpu": Int8Scheme("int8-cpu", activations_unsigned=True, activations_symmetric=False,
+                           quantize_bias=True),
+}
+
+
+class FrameReader:
+    """ONNX Runtime ``CalibrationDataReader`` over a :class:`Frames` set.
+
+    ``fed`` counts the frames handed to the calibrator, so a caller can tell a cache
+    hit (nothing fed) from a computed calibration.
+    """
+
+    def __init__(self, input_name: str, frames: Frames) -> None:
+        self.input_name = input_name
+        self.frames = frames
+        self.fed = 0
+        self._iterator: Iterable[np.ndarray] = iter(frames.degraded)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        frame = next(iter(self._iterator), None)
+        if frame is None:
+            return None
+        self.fed += 1
+        return {self.input_name: to_batch(frame)}
+
+    def rewind(self) -> None:
+        self._iterator = iter(self.frames.degraded)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@dataclass
+class Calibration:
+    """What is needed to quantize one graph: its frames, method and cache file.
+
+    Attributes:
+        graph: the fp32 graph file (its external weights beside it).
+        graph_digest: sha256 standing for the graph's content (graph file and weights).
+        frames: calibration frames of the graph's weather.
+        method: ``entropy``, ``percentile`` or ``minmax``.
+        cache_folder: where cached ranges live.
+        reader: the data reader (its ``fed`` count says whether calibration ran).
+    """
+
+    graph: Path
+    graph_digest: str
+    frames: Frames
+    method: str
+    cache_folder: Path
+    reader: FrameReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = FrameReader(_input_name(self.graph), self.frames)
+
+    def settings(self) -> dict:
+        """Calibration settings that change the ranges (part of the cache key and reports)."""
+        settings = {"method": self.method, "frames": len(self.frames)}
+        if self.method == "percentile":
+            settings["percentile"] = PERCENTILE
+        return settings
+
+    @property
+    def cache_path(self) -> Path:
+        key = json.dumps(
+            {"graph": self.graph_digest, "frames": self.frames.digest(), **self.settings()},
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        return self.cache_folder / f"{self.graph.stem}.{self.method}.{digest}.json"
+
+
+def _input_name(graph: Path) -> str:
+    import onnx
+
+    model = onnx.load(graph, load_external_data=False)
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in initializers)
+
+
+def quantize(
+    calibration: Calibration,
+    scheme: Int8Scheme,
+    output: str | os.PathLike,
+    nodes_to_exclude: list[str] | None = None,
+) -> None:
+    """Quantize ``calibration.graph`` to ``output`` (weights embedded) with ``scheme``.
+
+    Ranges come from the cache when it holds them; otherwise the frames are run and the
+    cache written.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calibration.cache_folder.mkdir(parents=True, exist_ok=True)
+    calibration.reader.rewind()
+    calib_options = {"CalibPercentile": PERCENTILE} if calibration.method == "percentile" else {}
+    quantize_static(
+        str(calibration.graph),
+        str(output),
+        calibration.reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8 if scheme.activations_unsigned else QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(nodes_to_exclude or []),
+        calibrate_method=getattr(CalibrationMethod, METHODS[calibration.method]),
+        extra_options={**scheme.quantize_options(), **calib_options},
+        calibration_cache_path=calibration.cache_path,
+    )
+
+
+def quantizable_nodes(graph: str | os.PathLike) -> list[str]:
+    """Names of the nodes static quantization touches: candidates to keep in fp32."""
+    import onnx
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    op_types = set(QDQRegistry) | set(QLinearOpsRegistry)
+    model = onnx.load(graph, load_external_data=False)
+    return [node.name for node in model.graph.node if node.op_type in op_types]

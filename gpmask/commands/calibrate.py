@@ -1,0 +1,77 @@
+"""Add fp16 or int8 (Q/DQ) graphs to a bundle, measured against fp32 on held-out frames.
+
+fp16: weights and compute in half precision, reductions and normalisations in fp32;
+inputs and outputs stay float32 unless --fp16-io.
+int8: explicit symmetric Q/DQ (what TensorRT 10/11 builds strongly typed), each
+weather calibrated on frames of its own weather, layers kept in fp32 until the PSNR
+drop on held-out frames fits --max-psnr-drop. int8-cpu: the same with uint8
+activations, ONNX Runtime's fast path on x86 CPUs. Calibration statistics are cached
+in BUNDLE/calibration/; the report goes to BUNDLE/reports/calibration.{json,md}.
+
+examples:
+  gpmask calibrate bundle/ --precision fp16
+  gpmask calibrate bundle/ --precision int8 --synthetic 64 --method percentile
+  gpmask calibrate bundle/ --precision int8 --data frames/   # frames/rain/*.png, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from gpmask.calibration.int8 import METHODS, SCHEMES
+
+    defaults = _defaults()
+    parser.add_argument("bundle", help="bundle folder (from gpmask export)")
+    parser.add_argument("--precision", required=True, choices=("fp16", *SCHEMES))
+    parser.add_argument("--fp16-io", action="store_true",
+                        help="fp16: make graph inputs and outputs float16 too")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="DIR",
+                        help="calibration images, one subfolder per weather (DIR/rain/...)")
+    source.add_argument("--synthetic", metavar="N", type=int, default=defaults.synthetic,
+                        help="calibrate on N synthetic frames per weather "
+                             f"(default {defaults.synthetic})")
+    parser.add_argument("--method", choices=tuple(METHODS), default=defaults.method,
+                        help=f"int8 calibration method (default {defaults.method})")
+    parser.add_argument("--max-psnr-drop", type=float, default=defaults.max_psnr_drop,
+                        metavar="DB", help="int8 quality budget on held-out frames "
+                        f"(default {defaults.max_psnr_drop} dB)")
+    parser.add_argument("--calibration-size", type=int, default=defaults.calibration_size,
+                        metavar="PX", help="side of calibration crops "
+                        f"(default {defaults.calibration_size})")
+    parser.add_argument("--eval-size", type=int, default=defaults.eval_size, metavar="PX",
+                        help=f"side of held-out evaluation crops (default {defaults.eval_size})")
+
+
+def _defaults():
+    from gpmask.calibration.options import CalibrationOptions
+
+    return CalibrationOptions()
+
+
+def run(args: argparse.Namespace) -> int:
+    from gpmask.calibration.options import CalibrationOptions
+    from gpmask.calibration.pipeline import calibrate_bundle
+
+    options = CalibrationOptions(
+        data_dir=args.data, synthetic=args.synthetic, method=args.method,
+        max_psnr_drop=args.max_psnr_drop, calibration_size=args.calibration_size,
+        eval_size=args.eval_size, fp16_io=args.fp16_io,
+    )
+    entries = calibrate_bundle(args.bundle, args.precision, options)
+    for weather, entry in entries.items():
+        scores = entry["scores"]
+        line = (f"{weather:<10} {args.precision:<8} drop {scores['drop']:+.3f} dB  "
+                f"PSNR vs fp32 {scores['psnr_vs_fp32']:.2f} dB")
+        if "excluded_layers" in entry:
+            line += (f"  layers in fp32 {len(entry['excluded_layers'])}/"
+                     f"{entry['quantizable_layers']}"
+                     f"  calibration {'computed' if entry['calibrated_now'] else 'cached'}")
+            if not entry["fits"]:
+                line += f"  DOES NOT FIT the {entry['max_psnr_drop']} dB budget"
+        print(line)
+    print(f"report: {args.bundle}/reports/calibration.md", file=sys.stderr)
+    return 0

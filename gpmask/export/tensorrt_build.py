@@ -1,0 +1,185 @@
+"""TensorRT engines from a bundle's graphs: strongly typed, one profile, one timing cache.
+
+TensorRT 11 removed weak typing (the FP16/INT8 builder flags and implicit calibrators),
+and JetPack's TensorRT 10 builds strongly typed networks too, so precision is whatever
+the graph says: the fp32, fp16 (casts) or int8 (explicit Q/DQ) graph that
+``gpmask calibrate`` wrote. The network is parsed strongly typed and no precision flag
+is set. Building goes through Polygraphy's loaders, which follow TensorRT's API changes
+between versions.
+
+Every weather's graph has the same structure, so one timing cache per bundle
+(``engines/timing.cache``) lets later builds reuse the tactic timings of the first.
+Engines only run on the TensorRT version and GPU they were built with; both are
+recorded in the manifest so the runtime can refuse a mismatch.
+
+Nothing is written unless TensorRT imports and a GPU is visible: an engine cannot be
+built, or faked, anywhere else.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from gpmask.bundle import COMMON, Bundle
+from gpmask.errors import GpmaskError
+from gpmask.fileio import atomic_path
+
+ENGINE_FOLDER = "engines"
+TIMING_CACHE = f"{ENGINE_FOLDER}/timing.cache"
+DEFAULT_SHAPES = "64x64:720x1280:1080x1920"
+BUILD_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """Min, opt and max (height, width) of the one optimization profile (batch 1)."""
+
+    min: tuple[int, int]
+    opt: tuple[int, int]
+    max: tuple[int, int]
+
+    @classmethod
+    def parse(cls, text: str, multiple: int) -> ShapeRange:
+        """Parse ``MINHxMINW:OPTHxOPTW:MAXHxMAXW`` (sides multiples of ``multiple``)."""
+        match = re.fullmatch(r"(\d+)x(\d+):(\d+)x(\d+):(\d+)x(\d+)", text.strip())
+        if not match:
+            raise GpmaskError(
+                f"--shapes {text!r}: expected MINxMIN:OPTxOPT:MAXxMAX in pixels, "
+                f"height x width (e.g. {DEFAULT_SHAPES})"
+            )
+        sides = [int(value) for value in match.groups()]
+        if any(side <= 0 or side % multiple for side in sides):
+            raise GpmaskError(f"--shapes {text!r}: every side must be a positive multiple of "
+                              f"{multiple} (the network's size multiple)")
+        shapes = cls(tuple(sides[0:2]), tuple(sides[2:4]), tuple(sides[4:6]))
+        for axis in (0, 1):
+            if not shapes.min[axis] <= shapes.opt[axis] <= shapes.max[axis]:
+                raise GpmaskError(f"--shapes {text!r}: need min <= opt <= max on each side")
+        return shapes
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """The GPU engines are built for."""
+
+    name: str
+    compute_capability: str
+
+
+def import_tensorrt() -> Any:
+    """``tensorrt``, or a :class:`GpmaskError` saying it is missing and where to build."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise GpmaskError(
+            f"TensorRT is not installed here (import tensorrt failed: {exc}); build engines "
+            f"on the target machine (a Jetson with JetPack, or a GPU machine with TensorRT "
+            f"10 or 11); no file was written"
+        ) from exc
+    return tensorrt
+
+
+def visible_gpu() -> Gpu:
+    """Device 0 through the CUDA driver API, or a :class:`GpmaskError` when none is visible.
+
+    The driver library (``libcuda``) is on every machine that can run TensorRT, Jetson
+    included, where ``nvidia-smi`` is not.
+    """
+    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
+    try:
+        cuda = ctypes.CDLL(name)
+    except OSError as exc:
+        raise GpmaskError(f"no NVIDIA GPU visible: the CUDA driver ({name}) cannot be loaded "
+                          f"({exc}); no file was written") from exc
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or not count.value:
+        raise GpmaskError("no NVIDIA GPU visible (CUDA reports no device); no file was written")
+    device = ctypes.c_int(0)
+    cuda.cuDeviceGet(ctypes.byref(device), 0)
+    raw_name = ctypes.create_string_buffer(256)
+    cuda.cuDeviceGetName(raw_name, 256, device)
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)  # COMPUTE_CAPABILITY_MAJOR
+    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)  # COMPUTE_CAPABILITY_MINOR
+    return Gpu(raw_name.value.decode(errors="replace"), f"{major.value}.{minor.value}")
+
+
+def build_engine(
+    graph: str | os.PathLike, engine: str | os.PathLike, input_name: str, shapes: ShapeRange,
+    timing_cache: str | os.PathLike, workspace_mb: int | None = None,
+) -> None:
+    """Build one strongly typed engine from ``graph`` and write it to ``engine`` atomically."""
+    trt = import_tensorrt()
+    from polygraphy.backend.common import SaveBytes
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        NetworkFromOnnxPath,
+        Profile,
+    )
+
+    profile = Profile().add(
+        input_name, min=(1, 3, *shapes.min), opt=(1, 3, *shapes.opt), max=(1, 3, *shapes.max)
+    )
+    pools = {trt.MemoryPoolType.WORKSPACE: workspace_mb << 20} if workspace_mb else None
+    config = CreateConfig(
+        profiles=[profile],
+        load_timing_cache=str(timing_cache) if os.path.exists(timing_cache) else None,
+        memory_pool_limits=pools,
+    )
+    network = NetworkFromOnnxPath(str(graph), strongly_typed=True)
+    with atomic_path(engine) as tmp:
+        SaveBytes(EngineBytesFromNetwork(network, config, save_timing_cache=str(timing_cache)),
+                  str(tmp))()
+
+
+def build_bundle_engines(
+    root: str | os.PathLike, precision: str, shapes: str = DEFAULT_SHAPES,
+    workspace_mb: int | None = None,
+) -> list[str]:
+    """Build one engine per weather (and ``common``) at ``precision``; returns their paths.
+
+    Refuses, before writing anything, when TensorRT or a GPU is missing, when the bundle
+    lacks the graphs of ``precision``, or when their hashes do not match the manifest.
+    """
+    if precision not in BUILD_PRECISIONS:
+        raise GpmaskError(f"unknown engine precision {precision!r}; use one of "
+                          f"{', '.join(BUILD_PRECISIONS)}")
+    bundle = Bundle.open(root)
+    shape_range = ShapeRange.parse(shapes, bundle.size_multiple)
+    weathers = [*bundle.weathers, COMMON]
+    missing = [w for w in weathers if precision not in bundle.manifest["graphs"].get(w, {})]
+    if missing:
+        raise GpmaskError(f"bundle {bundle.root} has no {precision} graph for "
+                          f"{', '.join(missing)}; run: gpmask calibrate {bundle.root} "
+                          f"--precision {precision}")
+    trt = import_tensorrt()
+    gpu = visible_gpu()
+    bundle.verify([bundle.manifest["graphs"][w][precision]["path"] for w in weathers])
+    (bundle.root / ENGINE_FOLDER).mkdir(exist_ok=True)
+    written = []
+    for weather in tqdm(weathers, desc=f"TensorRT {precision}", unit="engine"):
+        relative = f"{ENGINE_FOLDER}/{weather}.{precision}.engine"
+        build_engine(bundle.graph_path(weather, precision), bundle.root / relative,
+                     bundle.manifest["input"]["name"], shape_range,
+                     bundle.root / TIMING_CACHE, workspace_mb)
+        bundle.manifest.setdefault("engines", {}).setdefault(weather, {})[precision] = (
+            bundle.record_file(
+                relative, tensorrt_version=trt.__version__, gpu=gpu.name,
+                compute_capability=gpu.compute_capability, precision=precision,
+                shapes=shape_range.to_dict(), strongly_typed=True,
+            )
+        )
+        written.append(relative)
+    bundle.save()
+    return written
