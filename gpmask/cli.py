@@ -24,6 +24,8 @@ VERBS = {
     "inspect": "inspect",
     "eval": "eval",
     "export": "export",
+    "calibrate": "calibrate",
+    "build": "build",
 }
 
 
