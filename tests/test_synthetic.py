@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -234,3 +236,14 @@ def test_synthetic_pairs_refuse_bad_requests(crops) -> None:
     with pytest.raises(GpmaskError, match="128x128 image is smaller than the 200 px crop"):
         source.batch("rain", 2, 200, 0)
 
+
+
+def test_data_package_does_not_import_torch() -> None:
+    """The runtime's demo renders weather on devices that have no torch."""
+    code = ("import sys, gpmask.data.clean, gpmask.data.synthetic, gpmask.data.paired, "
+            "gpmask.data.pairs; print(sorted(m for m in ('torch', 'gpmask.masking') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
