@@ -132,6 +132,19 @@ def test_switching_weather_per_frame_gives_each_weathers_output(restorer, bundle
     assert np.abs(outputs["rain"].astype(int) - outputs["snow"]).max() > 5
 
 
+def test_switching_weather_keeps_the_bound_buffers(bundle_dir):
+    backend = OnnxRuntimeBackend(Bundle.open(bundle_dir))
+    batch = RNG.random((1, 3, 16, 20), dtype=np.float32)
+    backend.run("rain", batch)
+    pointers = (backend._input_value.data_ptr(), backend._output_value.data_ptr())
+    for weather in ("snow", "common", "raindrop", "rain"):
+        output = backend.run(weather, batch)
+        assert (backend._input_value.data_ptr(), backend._output_value.data_ptr()) == pointers
+        assert output.ctypes.data == pointers[1]  # the result is read from the bound buffer
+    backend.run("rain", RNG.random((1, 3, 8, 8), dtype=np.float32))
+    assert backend._bound_shape == (1, 3, 8, 8)  # a new frame size rebinds
+
+
 def test_batch_equals_frame_by_frame(restorer):
     frames = RNG.integers(0, 256, (3, 18, 22, 3), dtype=np.uint8)
     batch = restorer.restore_batch(frames, "raindrop")
