@@ -74,7 +74,7 @@ def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if scale > 1.0:
         resized = (max(width, round(image.shape[1] * scale)),
                    max(height, round(image.shape[0] * scale)))
-        image = cv2.resize(image, resized, interpolation=cv2.INTER_CUBIC)
+        image = np.clip(cv2.resize(image, resized, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
     top = (image.shape[0] - height) // 2
     left = (image.shape[1] - width) // 2
     return np.ascontiguousarray(image[top: top + height, left: left + width])
