@@ -1,13 +1,11 @@
 """TensorRT backend: the engine/machine mismatch refusal, and real engines where TensorRT is.
 
 The mismatch rule is a pure function tested everywhere. The engine test builds real
-engines from a bundle's graphs with Polygraphy and compares the TensorRT backend's
+engines from a bundle's graphs with ``gpmask build``'s API and compares the TensorRT backend's
 frames with ONNX Runtime's; it is skipped where ``import tensorrt`` fails.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,47 +39,17 @@ def test_record_without_target_fields_is_refused():
     assert "gpmask build b --precision int8" in message
 
 
-def _build_engines(bundle_dir: Path, precision: str, shape: tuple[int, int, int, int]) -> None:
-    """Build fp32 engines for every graph of the bundle and record them in its manifest."""
-    from polygraphy.backend.trt import (
-        CreateConfig,
-        EngineFromNetwork,
-        NetworkFromOnnxPath,
-        Profile,
-    )
-
-    from gpmask.bundle import Bundle
-    from gpmask.runtime.backends.tensorrt import running_target
-
-    bundle = Bundle.open(bundle_dir)
-    target = running_target(0)
-    (bundle_dir / "engines").mkdir()
-    name = bundle.manifest["input"]["name"]
-    for weather in (*bundle.weathers, "common"):
-        profile = Profile().add(name, min=shape, opt=shape, max=shape)
-        engine = EngineFromNetwork(
-            NetworkFromOnnxPath(str(bundle.graph_path(weather)), strongly_typed=True),
-            config=CreateConfig(profiles=[profile]),
-        )()
-        relative = f"engines/{weather}.{precision}.engine"
-        (bundle_dir / relative).write_bytes(engine.serialize())
-        bundle.manifest.setdefault("engines", {}).setdefault(weather, {})[precision] = (
-            bundle.record_file(relative, tensorrt_version=target.tensorrt_version,
-                               gpu=target.gpu, compute_capability=target.compute_capability)
-        )
-    bundle.save()
-
-
 @pytest.mark.tensorrt
 def test_tensorrt_backend_matches_onnxruntime(tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed here")
     from gpmask.export.exporter import export_bundle
+    from gpmask.export.tensorrt_build import build_bundle_engines
     from gpmask.runtime import Restorer
     from tests.conftest import make_checkpoint
 
     bundle_dir = tmp_path / "bundle"
     export_bundle(make_checkpoint(), bundle_dir, verify=False, progress=False)
-    _build_engines(bundle_dir, "fp32", (1, 3, 40, 52))
+    build_bundle_engines(bundle_dir, "fp32", shapes="32x32:40x52:64x64")
     frame = np.random.default_rng(0).random((37, 50, 3), dtype=np.float32)
     with Restorer(bundle_dir, backend="tensorrt", precision="fp32") as trt_restorer, \
             Restorer(bundle_dir, backend="onnxruntime-cpu") as ort_restorer:

@@ -162,6 +162,7 @@ class TensorRTBackend(Backend):
         cudart.check(cudart.handle.cudaSetDevice(device))
         self.weathers = prepared_weathers(bundle, "engines", precision)
         records = {w: bundle.engine_entry(w, precision) for w in self.weathers}
+        self._shape_ranges = {w: r.get("shapes") for w, r in records.items()}
         running = running_target(device)
         for record in records.values():
             problem = engine_mismatch(record, running, str(bundle.root), precision)
@@ -202,8 +203,10 @@ class TensorRTBackend(Backend):
         """Set ``shape`` on every context and bind them all to the same I/O buffers."""
         for weather, context in self.contexts.items():
             if not context.set_input_shape(self._input, shape):
-                raise GpmaskError(f"the {weather} engine does not accept input shape {shape}; "
-                                  f"rebuild it with a profile covering this frame size")
+                raise GpmaskError(
+                    f"the {weather} engine does not accept input shape {shape} (built for "
+                    f"batch 1 and sizes {self._shape_ranges[weather] or 'unrecorded'}); rebuild "
+                    f"it with `gpmask build --shapes` covering this frame size")
         self._output_shape = tuple(self.contexts[self.weathers[0]].get_tensor_shape(self._output))
         self._device_in.resize(shape)
         self._device_out.resize(self._output_shape)
