@@ -19,10 +19,12 @@ frames again; a changed input gets a new file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,19 +159,32 @@ def quantize(
     calibration.cache_folder.mkdir(parents=True, exist_ok=True)
     calibration.reader.rewind()
     calib_options = {"CalibPercentile": PERCENTILE} if calibration.method == "percentile" else {}
-    quantize_static(
-        str(calibration.graph),
-        str(output),
-        calibration.reader,
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8 if scheme.activations_unsigned else QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(nodes_to_exclude or []),
-        calibrate_method=getattr(CalibrationMethod, METHODS[calibration.method]),
-        extra_options={**scheme.quantize_options(), **calib_options},
-        calibration_cache_path=calibration.cache_path,
-    )
+    with _quiet_root_logger():
+        quantize_static(
+            str(calibration.graph),
+            str(output),
+            calibration.reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8 if scheme.activations_unsigned else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude or []),
+            calibrate_method=getattr(CalibrationMethod, METHODS[calibration.method]),
+            extra_options={**scheme.quantize_options(), **calib_options},
+            calibration_cache_path=calibration.cache_path,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Silence the advice ONNX Runtime's quantizer logs on the root logger at every call."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def quantizable_nodes(graph: str | os.PathLike) -> list[str]:
