@@ -24,15 +24,22 @@ FP32_OPS = (
 
 
 def convert_graph(model: onnx.ModelProto, fp16_io: bool = False) -> onnx.ModelProto:
-    """An fp16 copy of ``model`` (weights in memory) with :data:`FP32_OPS` left in fp32."""
+    """An fp16 copy of ``model`` (weights in memory) with :data:`FP32_OPS` left in fp32.
+
+    The converter appends the Casts it inserts at the end of the node list; the nodes
+    are sorted again, since the ONNX checker and TensorRT's parser want them in order.
+    """
     from onnxruntime.transformers.float16 import (
         DEFAULT_OP_BLOCK_LIST,
         convert_float_to_float16,
     )
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    return convert_float_to_float16(
+    converted = convert_float_to_float16(
         model,
         keep_io_types=not fp16_io,
         op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)),
     )
+    OnnxModel(converted).topological_sort()
+    return converted
 
