@@ -9,6 +9,7 @@ examples:
   gpmask export demo -o bundle/
   gpmask export model.gpmask.safetensors -o bundle/ --weathers rain,snow
   gpmask export demo -o bundle-720p/ --shape 1x3x720x1280 --force
+  gpmask-export demo -o bundle/ --engine --precision fp16   # + calibrate + TensorRT build
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="skip onnx.checker and the ONNX Runtime vs PyTorch comparison")
     parser.add_argument("--force", action="store_true", help="replace an existing BUNDLE")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--engine", action="store_true",
+                        help="also build TensorRT engines (calibrating first when needed); "
+                             "TensorRT and a GPU are checked before anything is written")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+                        help="engine precision with --engine (default fp16)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from gpmask.export.summary import describe_bundle
     from gpmask.export.trace import parse_shape
 
+    if args.engine:
+        from gpmask.export.tensorrt_build import import_tensorrt, visible_gpu
+
+        import_tensorrt()
+        visible_gpu()
     weathers = None
     if args.weathers is not None:
         weathers = [w.strip() for w in args.weathers.split(",") if w.strip()]
@@ -47,5 +58,12 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.quiet,
     )
+    if args.engine:
+        from gpmask.calibration.pipeline import calibrate_bundle
+        from gpmask.export.tensorrt_build import build_bundle_engines
+
+        if args.precision != "fp32":
+            calibrate_bundle(bundle.root, args.precision)
+        build_bundle_engines(bundle.root, args.precision)
     print(describe_bundle(bundle.root))
     return 0
