@@ -169,8 +169,11 @@ def test_verification_report_covers_every_graph_at_two_sizes(exported) -> None:
     report = json.loads((bundle / "reports/export.json").read_text())
     assert report["status"] == "passed" and report["tolerance"] == 1e-4
     assert list(report["graphs"]) == list(GRAPHS)
-    for entry in report["graphs"].values():
+    for graph, entry in report["graphs"].items():
         assert entry["checker"] == "passed"
+        weather = "rain" if graph == "common" else graph  # synthetic weather of the input
+        names = [r["input"] for r in entry["inputs"]]
+        assert names == ["random", f"{weather}-photo-a", f"{weather}-photo-b"]
         assert all(0 <= r["max_abs_error"] <= 1e-4 for r in entry["inputs"])
         assert len({tuple(r["shape"][2:]) for r in entry["inputs"]}) >= 2
 

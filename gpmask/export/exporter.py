@@ -31,7 +31,7 @@ from gpmask.bundle import COMMON, FORMAT_VERSION, Bundle
 from gpmask.errors import GpmaskError
 from gpmask.export.specialize import ParameterBinding
 from gpmask.export.trace import INPUT_NAME, OPSET, OUTPUT_NAME, check_static_shape, trace_graph
-from gpmask.export.verify import verification_inputs, verify_graphs
+from gpmask.export.verify import verify_graphs
 from gpmask.export.weight_store import write_shared_weights
 from gpmask.fileio import atomic_directory, sha256_file, write_text_atomic
 from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
@@ -153,7 +153,8 @@ def export_bundle(
             report = verify_graphs(
                 {w: bundle.graph_path(w, PRECISION) for w in names},
                 checkpoint,
-                verification_inputs(static_shape, multiple),
+                static_shape,
+                multiple,
                 step=lambda weather: bar.update(),
             )
             (folder / Path(REPORT_FILE).parent).mkdir()

@@ -4,9 +4,9 @@ Each graph is compared with the PyTorch network built independently from the
 checkpoint for that weather (``MaskedCheckpoint.build_model``, which bakes the
 weights again and loads them through ``load_state_dict``), so a wrong swap of
 initializers, a wrong offset into the shared weight file or an exporter bug all show
-up as a numerical mismatch. Inputs: random values, and a photograph at two sizes
-(the sizes differ, so the dynamic axes are exercised; a static graph is checked at
-its one shape).
+up as a numerical mismatch. Inputs: random values, and a photograph with synthetic
+weather at two sizes (the sizes differ, so the dynamic axes are exercised; a static
+graph is checked at its one shape).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import onnxruntime as ort
 import torch
 
 from gpmask.data.clean import sample_images
+from gpmask.data.synthetic import WEATHERS as SYNTHETIC_WEATHERS
+from gpmask.data.synthetic import degrade
 from gpmask.errors import GpmaskError
 from gpmask.masking.checkpoint import MaskedCheckpoint
 
@@ -34,17 +36,20 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def verification_inputs(
-    static_shape: tuple[int, int, int, int] | None, multiple: int
+    weather: str, static_shape: tuple[int, int, int, int] | None, multiple: int
 ) -> dict[str, np.ndarray]:
-    """Named NCHW float32 inputs in [0, 1]: random values and a photo at two sizes."""
+    """Named NCHW float32 inputs in [0, 1]: random values, and a held-out photo with
+    synthetic weather (``weather``'s own where :mod:`gpmask.data.synthetic` renders it,
+    else rain) at two sizes."""
     if static_shape is None:
         shapes = {
-            "random": (2, 3, _round_up(64, multiple), _round_up(96, multiple)),
+            "random": (2, 3, _round_up(48, multiple), _round_up(80, multiple)),
             "photo-a": (1, 3, _round_up(48, multiple), _round_up(64, multiple)),
-            "photo-b": (1, 3, _round_up(96, multiple), _round_up(80, multiple)),
+            "photo-b": (1, 3, _round_up(72, multiple), _round_up(56, multiple)),
         }
     else:
         shapes = {"random": static_shape, "photo": static_shape}
+    rendered = weather if weather in SYNTHETIC_WEATHERS else SYNTHETIC_WEATHERS[0]
     photo = sample_images("heldout")[0]
     rng = np.random.default_rng(0)
     inputs = {}
@@ -53,8 +58,9 @@ def verification_inputs(
             inputs[name] = rng.random((batch, 3, height, width), dtype=np.float32)
             continue
         resized = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
-        nchw = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
-        inputs[name] = np.repeat(nchw, batch, axis=0)
+        degraded = degrade(resized, rendered, seed=0)
+        nchw = np.ascontiguousarray(degraded.transpose(2, 0, 1)[None], dtype=np.float32)
+        inputs[f"{rendered}-{name}"] = np.repeat(nchw, batch, axis=0)
     return inputs
 
 
@@ -97,18 +103,22 @@ def compare_with_torch(
 def verify_graphs(
     paths: dict[str, Path],
     checkpoint: MaskedCheckpoint,
-    inputs: dict[str, np.ndarray],
+    static_shape: tuple[int, int, int, int] | None,
+    multiple: int,
     step: Callable[[str], None] = lambda weather: None,
 ) -> dict:
     """Check every graph (weather -> path); the report, or a GpmaskError on any failure.
 
-    ``step`` is called after each weather (progress reporting).
+    Each graph gets :func:`verification_inputs` for its weather at ``static_shape`` (or
+    dynamic sizes, multiples of ``multiple``); ``step`` is called after each weather
+    (progress reporting).
     """
     report = {"status": "passed", "tolerance": TOLERANCE, "checker": "onnx.checker full_check",
               "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
               "reference": f"torch {torch.__version__}, weights baked per weather", "graphs": {}}
     for weather, path in paths.items():
         check_graph(path)
+        inputs = verification_inputs(weather, static_shape, multiple)
         results = compare_with_torch(path, checkpoint, weather, inputs)
         report["graphs"][weather] = {"path": path.name, "checker": "passed", "inputs": results}
         for result in results:

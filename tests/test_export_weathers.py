@@ -1,0 +1,71 @@
+"""Any number of weathers with any names, a subset of weathers, and a static input shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from gpmask.bundle import Bundle
+from gpmask.export import export_bundle
+from tests.conftest import make_checkpoint
+from tests.test_export import assert_graph_matches_torch, initializer_records, reference_model
+
+
+@pytest.mark.parametrize(
+    "weathers",
+    [("haze",), ("fog", "sand", "night-rain", "hail_2", "Dust")],
+    ids=["one-weather", "five-weathers"],
+)
+def test_any_weathers_export_and_match_torch(tmp_path: Path, weathers) -> None:
+    checkpoint = make_checkpoint(weathers, seed=len(weathers))
+    bundle = export_bundle(checkpoint, tmp_path / "bundle", progress=False)
+    assert bundle.weathers == list(weathers)
+    assert sorted(bundle.manifest["graphs"]) == sorted(["common", *weathers])
+    assert bundle.manifest["checkpoint"]["sha256"] is None  # exported from memory
+    report = json.loads((bundle.root / "reports/export.json").read_text())
+    assert list(report["graphs"]) == ["common", *weathers]
+    inputs = [r["input"] for r in report["graphs"][weathers[-1]]["inputs"]]
+    assert inputs == ["random", "rain-photo-a", "rain-photo-b"]  # no renderer: rain
+    locations = set()
+    for weather in ["common", *weathers]:
+        path = bundle.graph_path(weather)
+        locations |= {loc for loc, _, _ in initializer_records(path).values()}
+        assert_graph_matches_torch(path, reference_model(checkpoint, weather), (1, 3, 36, 20))
+    assert locations == {"weights.bin"}
+    bundle.verify()
+
+
+def test_weather_subset_keeps_checkpoint_order(tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(("rain", "raindrop", "snow"))
+    bundle = export_bundle(checkpoint, tmp_path / "bundle", weathers=["snow", "rain"],
+                           verify=False, progress=False)
+    reopened = Bundle.open(tmp_path / "bundle")
+    assert reopened.weathers == ["rain", "snow"] and reopened.default_weather == "rain"
+    assert sorted(p.name for p in bundle.root.glob("*.onnx")) == [
+        "common.onnx", "rain.onnx", "snow.onnx"]
+    assert reopened.manifest["verification"] == {"status": "skipped"}
+    assert not (bundle.root / "reports").exists()
+    assert_graph_matches_torch(bundle.graph_path("snow"), reference_model(checkpoint, "snow"),
+                               (2, 3, 16, 16))
+
+
+def test_static_shape(tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(("rain",))
+    bundle = export_bundle(checkpoint, tmp_path / "bundle", static_shape=(1, 3, 32, 48),
+                           progress=False)
+    assert bundle.manifest["input"]["shape"] == [1, 3, 32, 48]
+    path = bundle.graph_path("rain")
+    model = onnx.load(str(path), load_external_data=False)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 32, 48]
+    assert_graph_matches_torch(path, reference_model(checkpoint, "rain"), (1, 3, 32, 48))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        session.run(None, {"image": np.zeros((1, 3, 64, 48), np.float32)})
+    report = json.loads((bundle.root / "reports/export.json").read_text())
+    assert {tuple(r["shape"]) for r in report["graphs"]["rain"]["inputs"]} == {(1, 3, 32, 48)}
