@@ -9,11 +9,26 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
 
 from gpmask.bundle import Bundle
 from gpmask.export import export_bundle
 from tests.conftest import make_checkpoint
 from tests.test_export import assert_graph_matches_torch, initializer_records, reference_model
+
+
+class BatchNormNet(nn.Module):
+    """Conv then BatchNorm: the exporter's optimizer fuses the two unless told not to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image + self.bn(self.conv(image))
 
 
 @pytest.mark.parametrize(
@@ -69,3 +84,18 @@ def test_static_shape(tmp_path: Path) -> None:
         session.run(None, {"image": np.zeros((1, 3, 64, 48), np.float32)})
     report = json.loads((bundle.root / "reports/export.json").read_text())
     assert {tuple(r["shape"]) for r in report["graphs"]["rain"]["inputs"]} == {(1, 3, 32, 48)}
+
+
+def test_fused_batchnorm_keeps_per_weather_parameters(tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(("rain", "snow"), arch=(f"{__name__}:BatchNormNet", {}))
+    bundle = export_bundle(checkpoint, tmp_path / "bundle", progress=False)
+    values = {}
+    for weather in ("rain", "snow"):
+        model = onnx.load(str(bundle.graph_path(weather)), load_external_data=True)
+        assert "BatchNormalization" in [n.op_type for n in model.graph.node]
+        values[weather] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        np.testing.assert_array_equal(values[weather]["bn.running_mean"],
+                                      checkpoint.bake_numpy(weather)["bn.running_mean"])
+        assert_graph_matches_torch(bundle.graph_path(weather), reference_model(checkpoint, weather),
+                                   (1, 3, 12, 20))
+    assert not np.array_equal(values["rain"]["bn.running_mean"], values["snow"]["bn.running_mean"])

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from gpmask import __version__
 from gpmask.bundle import COMMON, FORMAT_VERSION, Bundle
 from gpmask.errors import GpmaskError
-from gpmask.export.specialize import ParameterBinding
+from gpmask.export.specialize import FoldedParameterError, ParameterBinding
 from gpmask.export.trace import INPUT_NAME, OPSET, OUTPUT_NAME, check_static_shape, trace_graph
 from gpmask.export.verify import verify_graphs
 from gpmask.export.weight_store import write_shared_weights
@@ -93,6 +93,29 @@ def _manifest(
     }
 
 
+def _trace_binding(
+    model: torch.nn.Module,
+    checkpoint: MaskedCheckpoint,
+    weathers: list[str],
+    static_shape: tuple[int, int, int, int] | None,
+    multiple: int,
+) -> ParameterBinding:
+    """Trace once and map initializers to parameters.
+
+    The exporter's optimizer is tried first (it folds shape arithmetic); if it fused a
+    parameter that differs between weathers, the network is traced again without it,
+    which keeps every parameter as a named initializer.
+    """
+    common = checkpoint.bake_numpy(COMMON)
+    varying = {name for w in weathers for name in checkpoint.masks.get(w, {})}
+    traced = trace_graph(model, static_shape, multiple, optimize=True)
+    try:
+        return ParameterBinding(traced.model, common, varying - traced.unused)
+    except FoldedParameterError:
+        traced = trace_graph(model, static_shape, multiple, optimize=False)
+        return ParameterBinding(traced.model, common, varying - traced.unused)
+
+
 def export_bundle(
     checkpoint: MaskedCheckpoint | str | os.PathLike,
     output: str | os.PathLike,
@@ -127,12 +150,8 @@ def export_bundle(
         total=steps, desc="export", unit="step", disable=not progress
     ) as bar:
         bar.set_postfix_str("tracing the network")
-        traced = trace_graph(model, static_shape, multiple)
+        binding = _trace_binding(model, checkpoint, selected, static_shape, multiple)
         bar.update()
-        varying = {name for w in selected for name in checkpoint.masks.get(w, {})}
-        binding = ParameterBinding(
-            traced.model, checkpoint.bake_numpy(COMMON), varying - traced.unused
-        )
         graphs = {}
         for weather in names:
             bar.set_postfix_str(f"graph {weather}")

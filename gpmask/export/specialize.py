@@ -20,6 +20,10 @@ from onnx import numpy_helper
 from gpmask.errors import GpmaskError
 
 
+class FoldedParameterError(GpmaskError):
+    """The exporter merged or changed a parameter, so its initializer cannot be swapped."""
+
+
 class ParameterBinding:
     """Which initializers of a traced graph are which state-dict entries.
 
@@ -41,20 +45,20 @@ class ParameterBinding:
         self.names = {name for name in traced_weights if name in initializers}
         for name in sorted(varying):
             if name not in initializers:
-                raise GpmaskError(
+                raise FoldedParameterError(
                     f"the ONNX exporter did not keep parameter {name!r} as an initializer "
                     f"(it was folded into another constant), so per-weather graphs cannot be "
-                    f"made from one trace; avoid layers the exporter fuses (e.g. BatchNorm "
-                    f"after a convolution) or fold them in the network before export"
+                    f"made from one trace"
                 )
         for name in sorted(self.names):
             kept = numpy_helper.to_array(initializers[name])
             if kept.shape != traced_weights[name].shape or not np.array_equal(
                 kept, traced_weights[name]
             ):
-                raise GpmaskError(
-                    f"the ONNX exporter changed parameter {name!r} (shape {list(kept.shape)}, "
-                    f"state dict {list(traced_weights[name].shape)}); cannot swap weights"
+                raise FoldedParameterError(
+                    f"the ONNX exporter changed the values of parameter {name!r} (folded "
+                    f"another layer into it), so per-weather graphs cannot be made from one "
+                    f"trace"
                 )
 
     def bind(self, weights: Mapping[str, np.ndarray]) -> onnx.ModelProto:

@@ -102,6 +102,7 @@ def trace_graph(
     model: torch.nn.Module,
     static_shape: tuple[int, int, int, int] | None,
     multiple: int,
+    optimize: bool = True,
 ) -> TracedGraph:
     """Export ``model`` (in eval mode) to an ONNX graph with initializers in memory.
 
@@ -109,6 +110,8 @@ def trace_graph(
         model: the network, with any weights (the structure is what matters here).
         static_shape: fixed NCHW input shape, or None for dynamic batch, height, width.
         multiple: the factor height and width must divide by (checked for static shapes).
+        optimize: run the exporter's graph optimizer, which folds constants but may also
+            fuse parameters into each other (a BatchNorm into the convolution before it).
     """
     if static_shape is not None:
         check_static_shape(static_shape, multiple)
@@ -126,7 +129,7 @@ def trace_graph(
                 output_names=[OUTPUT_NAME],
                 opset_version=OPSET,
                 dynamic_shapes=dynamic,
-                optimize=True,
+                optimize=optimize,
             )
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
         raise GpmaskError(
