@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from gpmask.cli import main
 from gpmask.export import export_bundle
 from gpmask.export.summary import describe_bundle, format_bytes
 from gpmask.masking.checkpoint import MaskedCheckpoint
@@ -187,6 +189,14 @@ def test_polygraphy_reads_a_graph(exported) -> None:
     assert result.returncode == 0, result.stderr
     assert "image" in result.stdout and "restored" in result.stdout
     assert "Conv" in result.stdout
+    result = subprocess.run(
+        ["polygraphy", "run", str(bundle / "rain.onnx"), "--onnxrt",
+         "--input-shapes", "image:[1,3,32,24]"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "restored [dtype=float32, shape=(1, 3, 32, 24)]" in result.stdout
+    assert "PASSED" in result.stdout
 
 
 def test_describe_bundle_reports_sharing(exported) -> None:
@@ -207,3 +217,16 @@ def test_describe_bundle_reports_sharing(exported) -> None:
     assert "verification  passed (reports/export.json); every file matches" in text
     for graph in GRAPHS:
         assert f"{graph}.onnx" in text
+
+
+def test_inspect_verb_prints_the_summary_and_spots_damage(exported, tmp_path, capsys) -> None:
+    _, bundle = exported
+    assert main(["inspect", str(bundle)]) == 0
+    assert capsys.readouterr().out.strip() == describe_bundle(bundle)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(bundle, damaged)
+    data = bytearray((damaged / "weights.bin").read_bytes())
+    data[0] ^= 0xFF
+    (damaged / "weights.bin").write_bytes(bytes(data))
+    assert ("DAMAGED: bundle file weights.bin does not match its manifest sha256"
+            in describe_bundle(damaged))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,12 @@ def test_cli_missing_checkpoint(tmp_path: Path, capsys) -> None:
     code = main(["export", str(tmp_path / "none.gpmask.safetensors"), "-o", str(tmp_path / "b")])
     assert code == 2
     assert "none.gpmask.safetensors does not exist" in capsys.readouterr().err
+
+
+def test_console_script_help() -> None:
+    result = subprocess.run(["gpmask-export", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    for option in ("-o BUNDLE", "--weathers LIST", "--shape NxCxHxW", "--no-verify", "--force"):
+        assert option in result.stdout
+    assert "usage: gpmask export" in result.stdout
