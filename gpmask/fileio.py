@@ -31,6 +31,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise GpmaskError(f"cannot write {target}: {exc.strerror}") from exc
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o644)  # mkstemp makes 0600; outputs are meant to be shared
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -60,6 +61,7 @@ def atomic_directory(target: str | os.PathLike, force: bool = False) -> Iterator
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+        tmp.chmod(0o755)  # mkdtemp makes 0700; a bundle is meant to be shared
     except OSError as exc:
         raise GpmaskError(f"cannot write {target}: {exc.strerror}") from exc
     try:
