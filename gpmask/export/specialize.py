@@ -66,7 +66,7 @@ class ParameterBinding:
         graph = onnx.ModelProto()
         graph.CopyFrom(self.template)
         for tensor in graph.graph.initializer:
-            if tensor.name in weights and tensor.name in self.names:
+            if tensor.name in self.names:
                 dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
                 value = np.ascontiguousarray(weights[tensor.name], dtype=dtype)
                 tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))

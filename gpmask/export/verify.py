@@ -27,7 +27,10 @@ from gpmask.data.synthetic import degrade
 from gpmask.errors import GpmaskError
 from gpmask.masking.checkpoint import MaskedCheckpoint
 
-#: Largest allowed absolute difference between ONNX Runtime and PyTorch in fp32.
+#: Largest allowed absolute difference between ONNX Runtime and PyTorch in fp32, for
+#: outputs within [-1, 1]. An output of larger magnitude (an untrained network can reach
+#: tens) is allowed TOLERANCE times its largest absolute value: float32 rounding grows
+#: with the values, and 1e-4 relative is still 100x the rounding of a deep network.
 TOLERANCE = 1e-4
 
 
@@ -95,8 +98,9 @@ def compare_with_torch(
                     f"PyTorch's {list(torch_out.shape)} on input {name}"
                 )
             error = float(np.max(np.abs(onnx_out - torch_out)))
+            allowed = TOLERANCE * max(1.0, float(np.max(np.abs(torch_out))))
             results.append({"input": name, "shape": list(image.shape), "max_abs_error": error,
-                            "passed": error <= TOLERANCE})
+                            "allowed": allowed, "passed": error <= allowed})
     return results
 
 
@@ -125,8 +129,8 @@ def verify_graphs(
             if not result["passed"]:
                 raise GpmaskError(
                     f"{path.name} does not match PyTorch for {weather!r}: max abs error "
-                    f"{result['max_abs_error']:.3g} > {TOLERANCE:g} on input {result['input']} "
-                    f"{'x'.join(map(str, result['shape']))}"
+                    f"{result['max_abs_error']:.3g} > {result['allowed']:.3g} on input "
+                    f"{result['input']} {'x'.join(map(str, result['shape']))}"
                 )
         step(weather)
     return report
