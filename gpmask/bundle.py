@@ -21,9 +21,11 @@ so an edge device can load a bundle with numpy alone.
                    "compute_capability": "8.7", "shapes": {...}}}},
       "router": {"path": "router.onnx", "sha256": "...", "classes": ["clear", ...],
                  "input_size": [64, 64]},                # only when a router was trained
-      "checkpoint": {"sha256": "...", "metadata": {...}},
-      "versions": {"gpmask": "...", "torch": "...", "onnx": "..."},
-      "verification": {"status": "passed", "report": "reports/export.json"}
+      "checkpoint": {"sha256": "...", "metadata": {...}},   # sha256 null when exported from
+                                                           # memory; metadata without "params"
+      "versions": {"gpmask": "...", "torch": "...", "onnx": "...", "onnxruntime": "...",
+                   "onnx_opset": 18},
+      "verification": {"status": "passed", "report": "reports/export.json"}  # or "skipped"
     }
 
 Every path is relative to the bundle folder.
