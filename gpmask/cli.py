@@ -26,6 +26,7 @@ VERBS = {
     "export": "export",
     "calibrate": "calibrate",
     "build": "build",
+    "bench": "bench",
 }
 
 

@@ -1,0 +1,91 @@
+"""Writing a benchmark report: ``bench.json`` for machines, ``bench.md`` for people.
+
+``bench.json`` is the dict :func:`gpmask.bench.run_benchmark` returns (schema 1):
+``bundle``, ``settings`` (backends, precisions, sizes, iters, warmup, threads, the
+ONNX Runtime session options), ``machine`` (CPU, cores, GPU, measured float32 matmul
+peak per device), ``versions``, ``reference``, ``macs`` per size, ``results`` (one
+record per backend/precision: device, load and cold-start seconds, memory, and per
+size latency percentiles, FPS, switching, work rate, PSNR, ``vs_torch``) and
+``skipped`` (one line of reason each). Every file is written atomically into the
+output folder, after all measurements, so a failed run leaves the previous report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from gpmask.fileio import write_text_atomic
+
+COLUMNS = ("backend", "precision", "size", "p50 ms", "p90 ms", "p99 ms", "mean ms", "FPS",
+           "x torch", "switch x", "GFLOP/s", "of peak", "PSNR dB")
+
+
+def _number(value: float | str | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else f"{value:.{digits}f}"
+
+
+def table_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per backend/precision/size, in the order of :data:`COLUMNS`."""
+    rows = []
+    for record in report["results"]:
+        for entry in record["sizes"]:
+            latency, work = entry["latency"], entry["work"]
+            rows.append([
+                record["backend"], record["precision"], entry["size"],
+                *(_number(latency[k], 1) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")),
+                _number(latency["fps"], 1), _number(entry["vs_torch"]),
+                _number(entry["switching"]["ratio"]), _number(work["gflops"], 1),
+                f"{work['roofline_fraction']:.0%}", _number(entry["psnr_db"], 1),
+            ])
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: machine, latency table, load and memory, skipped lines."""
+    machine, settings = report["machine"], report["settings"]
+    peaks = ", ".join(f"{device} {value:.0f} GFLOP/s"
+                      for device, value in machine["matmul_peak_gflops"].items())
+    lines = [
+        f"# gpmask bench: {report['bundle']['path']}", "",
+        f"- machine: {machine['cpu']}, {machine['physical_cores']} cores, "
+        f"{machine['threads']} threads, GPU {machine['gpu'] or 'none'}",
+        f"- float32 matmul peak (measured): {peaks or '-'}",
+        f"- batch 1, {settings['iters']} timed iterations after {settings['warmup']} warm-up; "
+        f"latency reference {report['reference']['latency'] or 'none'}, quality reference "
+        f"{report['reference']['quality'] or 'none'}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v),
+        "", "x torch: p50 latency / torch eager's p50 (below 1 is faster); switch x: p50 "
+        "changing weather every frame / p50 keeping one; GFLOP/s = 2 x MACs / p50; "
+        "of peak: of the float32 matmul peak; PSNR: against the quality reference.", "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(row) + " |" for row in table_rows(report)),
+        "", "| backend | precision | device | load s | cold start s | peak RSS MiB "
+        "| RSS added MiB | device MiB |", "|---|---|---|---|---|---|---|---|",
+    ]
+    for record in report["results"]:
+        memory = record["memory"]
+        lines.append(
+            f"| {record['backend']} | {record['precision']} | {record['device']} "
+            f"| {record['load_s']:.2f} | {record['cold_start_s']:.2f} "
+            f"| {memory['peak_rss_mib']:.0f} | {memory['peak_rss_above_before_mib']:.0f} "
+            f"| {_number(memory['device_memory_mib'], 0)} |")
+    if report["skipped"]:
+        lines += ["", "Skipped:", *(f"- {skip['line']}" for skip in report["skipped"])]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], folder: str | os.PathLike) -> list[Path]:
+    """Write ``bench.json``, ``bench.md`` and the plots into ``folder``; return the paths."""
+    from gpmask.bench.plots import write_plots
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "bench.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(folder / "bench.md", markdown(report))
+    return [folder / "bench.json", folder / "bench.md", *write_plots(report, folder)]

@@ -1,0 +1,84 @@
+"""Torch eager, the reference every deployed backend is compared with.
+
+The bundle holds graphs, not the network's Python code and weights, so the reference
+is rebuilt from the masked checkpoint the bundle was exported from. The manifest
+records that checkpoint's sha256; a checkpoint given by the user is checked against
+it, and without one the shipped demo checkpoint is used when it is the recorded one.
+Torch lives here, in the benchmark, and never in :mod:`gpmask.runtime`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpmask.bundle import Bundle
+from gpmask.errors import GpmaskError
+from gpmask.fileio import sha256_file
+from gpmask.masking.checkpoint import SHIPPED_CHECKPOINTS, MaskedCheckpoint, resolve_checkpoint
+from gpmask.runtime.backends.base import Backend
+
+
+def reference_checkpoint(
+    bundle: Bundle, checkpoint: str | None
+) -> tuple[MaskedCheckpoint | None, str]:
+    """The bundle's source checkpoint, or None and the reason torch cannot run.
+
+    Returns ``(checkpoint, source)`` where ``source`` names the file used, or
+    ``(None, reason)``. A checkpoint the user names that is missing or is not the one
+    the bundle was exported from is refused: that is bad input, not a missing backend.
+    """
+    recorded = (bundle.manifest.get("checkpoint") or {}).get("sha256")
+    if checkpoint is not None:
+        path = resolve_checkpoint(checkpoint)
+        if not path.is_file():
+            raise GpmaskError(f"checkpoint {checkpoint} not found")
+        if recorded is not None and sha256_file(path) != recorded:
+            raise GpmaskError(f"checkpoint {path} is not the one bundle {bundle.root} was "
+                              f"exported from (sha256 differs from the manifest's)")
+        return MaskedCheckpoint.load(path), str(path)
+    if recorded is None:
+        return None, ("the bundle records no checkpoint file (exported from memory); "
+                      "pass --checkpoint")
+    demo = SHIPPED_CHECKPOINTS["demo"]
+    if demo.is_file() and sha256_file(demo) == recorded:
+        return MaskedCheckpoint.load(demo), "demo"
+    return None, (f"the bundle's checkpoint (sha256 {recorded[:12]}...) is not the shipped "
+                  f"demo; pass --checkpoint PATH")
+
+
+class TorchEagerBackend(Backend):
+    """Every weather of a checkpoint as an eager PyTorch module, behind the runtime's interface.
+
+    Args:
+        checkpoint: the masked checkpoint; each weather's network is baked from it.
+        weathers: the weathers to prepare.
+        device: ``cpu`` or ``cuda[:N]``.
+        threads: intra-op threads on the CPU (the same count the ONNX Runtime sessions use).
+    """
+
+    def __init__(self, checkpoint: MaskedCheckpoint, weathers: list[str], device: str,
+                 threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.name = "torch"
+        self.weathers = list(weathers)
+        self.device = torch.device(device)
+        self.models: dict[str, Any] = {
+            weather: checkpoint.build_model(weather).eval().to(self.device)
+            for weather in weathers
+        }
+
+    def run(self, weather: str, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            restored = self.models[weather](torch.from_numpy(batch).to(self.device))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return restored.cpu().numpy()
+
+    def close(self) -> None:
+        self.models.clear()

@@ -1,0 +1,56 @@
+"""Benchmark a bundle: latency, cold start, memory, switching, work rate and quality per backend.
+
+Runs every backend available here (torch eager as the reference, ONNX Runtime on the
+CPU and CUDA, TensorRT) at every precision the bundle has and every frame size, batch
+1, on the same synthetic-weather frames, and writes bench.json, bench.md and PNG plots
+into DIR. Each backend and precision is compared with torch eager as a latency ratio;
+a backend or precision the bundle or machine lacks is listed with the reason.
+
+examples:
+  gpmask bench bundle/                                 # everything available, 3 sizes
+  gpmask bench bundle/ --backends torch,onnxruntime-cpu --sizes 256x256,720x1280
+  gpmask bench bundle/ --precisions fp32,int8-cpu --iters 50 -o bench-int8/
+  gpmask bench bundle/ --checkpoint model.gpmask.safetensors   # torch reference
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from gpmask.bench.runner import DEFAULT_BACKENDS, DEFAULT_PRECISIONS, DEFAULT_SIZES
+
+    parser.add_argument("bundle", help="bundle folder (from gpmask export)")
+    parser.add_argument("--backends", type=_names, default=list(DEFAULT_BACKENDS),
+                        metavar="LIST", help=f"default {','.join(DEFAULT_BACKENDS)}")
+    parser.add_argument("--precisions", type=_names, default=list(DEFAULT_PRECISIONS),
+                        metavar="LIST", help=f"default {','.join(DEFAULT_PRECISIONS)}")
+    parser.add_argument("--sizes", type=_names, default=list(DEFAULT_SIZES), metavar="LIST",
+                        help=f"HEIGHTxWIDTH frame sizes, default {','.join(DEFAULT_SIZES)}")
+    parser.add_argument("--iters", type=int, default=20, help="timed runs per size (default 20)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed runs before them (default 3)")
+    parser.add_argument("--checkpoint", metavar="FILE",
+                        help="the checkpoint the bundle was exported from, for torch eager "
+                             "(default: the shipped demo when the manifest records it)")
+    parser.add_argument("-o", "--output", default="bench-report", metavar="DIR",
+                        help="folder for bench.json, bench.md and plots (default bench-report)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gpmask.bench import run_benchmark, write_report
+    from gpmask.bench.report import markdown
+
+    report = run_benchmark(args.bundle, backends=args.backends, precisions=args.precisions,
+                           sizes=args.sizes, iters=args.iters, warmup=args.warmup,
+                           checkpoint=args.checkpoint, progress=not args.quiet)
+    paths = write_report(report, args.output)
+    print(markdown(report), end="")
+    print("wrote " + ", ".join(str(path) for path in paths))
+    return 0
