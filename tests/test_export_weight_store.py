@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +106,13 @@ def test_graph_with_external_data_not_loaded_is_refused(tmp_path: Path, arrays) 
         write_shared_weights({"second": model}, tmp_path, "weights.bin")
     assert (tmp_path / "weights.bin").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
+
+
+def test_weight_store_and_summary_import_without_torch() -> None:
+    """Calibration and ``gpmask inspect`` use these modules; neither may pull in torch."""
+    code = ("import sys, gpmask.export, gpmask.export.weight_store, gpmask.export.summary; "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
