@@ -213,7 +213,9 @@ def test_describe_bundle_reports_sharing(exported) -> None:
         + sum(length for _, _, length in initializer_records(bundle / f"{w}.onnx").values())
         for w in WEATHERS
     )
-    assert f"vs 3 single-weather exports {format_bytes(independent)}" in text
+    total = stored + sum((bundle / f"{g}.onnx").stat().st_size for g in GRAPHS)
+    assert (f"bundle {format_bytes(total)} (with common) vs 3 single-weather exports "
+            f"{format_bytes(independent)} ({total / independent:.2f}x)") in text
     assert "verification  passed (reports/export.json); every file matches" in text
     for graph in GRAPHS:
         assert f"{graph}.onnx" in text

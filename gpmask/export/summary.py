@@ -61,40 +61,49 @@ def describe_bundle(path: str | os.PathLike) -> str:
         f"input         {spec['name']} {spec['layout']} {spec['dtype']} {shape} "
         f"range {spec.get('range')}, H and W multiples of {bundle.size_multiple}",
         f"output        {manifest['output']['name']}",
-        "graphs        weather       precision  file                   graph      weights used",
     ]
+    names = [COMMON, *bundle.weathers]
+    rows = [("weather", "precision", "file", "graph", "weights used")]
     weight_files = {w["path"]: w["bytes"] for w in manifest["weights"]}
     per_precision: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    graph_bytes: dict[str, int] = defaultdict(int)
     single_weather: dict[str, int] = defaultdict(int)
-    for weather in [COMMON, *bundle.weathers]:
+    for weather in names:
         for precision in bundle.precisions(weather):
             graph = bundle.graph_path(weather, precision)
             refs = referenced_bytes(graph)
             used = sum(refs.values())
             for location, count in refs.items():
                 per_precision[precision][location] += count
+            graph_bytes[precision] += graph.stat().st_size
             if weather != COMMON:
                 single_weather[precision] += used + graph.stat().st_size
-            lines.append(
-                f"  {weather:<24}{precision:<11}{graph.name:<23}"
-                f"{format_bytes(graph.stat().st_size):<11}{format_bytes(used)}"
-            )
+            rows.append((weather, precision, graph.name, format_bytes(graph.stat().st_size),
+                         format_bytes(used)))
+    widths = [max(len(row[i]) for row in rows) + 2 for i in range(4)]
+    lines.append("graphs")
+    lines += ["  " + "".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + row[4]
+              for row in rows]
     lines.append("weights")
-    for name, size in weight_files.items():
-        lines.append(f"  {name:<24}{format_bytes(size)}")
+    name_width = max([widths[0], *(len(name) + 2 for name in weight_files)])
+    lines += [f"  {name.ljust(name_width)}{format_bytes(size)}" for name, size in
+              weight_files.items()]
     lines.append("sharing")
     for precision, refs in per_precision.items():
         files = [f for f in refs if f in weight_files]
         stored = sum(weight_files[f] for f in files)
         referenced = sum(refs.values())
-        graphs_size = sum(bundle.graph_path(w, precision).stat().st_size
-                          for w in [COMMON, *bundle.weathers] if precision in bundle.precisions(w))
+        total = stored + graph_bytes[precision]
+        alone = single_weather[precision]
         lines.append(
             f"  {precision}: {format_bytes(stored)} stored in {', '.join(files) or '-'} for "
             f"{format_bytes(referenced)} referenced by the graphs "
-            f"({referenced / max(stored, 1):.2f}x); this bundle "
-            f"{format_bytes(stored + graphs_size)} vs {len(bundle.weathers)} single-weather "
-            f"exports {format_bytes(single_weather[precision])}"
+            f"({referenced / max(stored, 1):.2f}x)"
+        )
+        lines.append(
+            f"  {' ' * len(precision)}  bundle {format_bytes(total)} (with common) vs "
+            f"{len(bundle.weathers)} single-weather exports {format_bytes(alone)} "
+            f"({total / max(alone, 1):.2f}x)"
         )
     for weather, per_precision_engines in manifest.get("engines", {}).items():
         for precision, record in per_precision_engines.items():
