@@ -74,12 +74,18 @@ class SessionSettings:
         execution_mode: ``sequential`` — these networks are a chain of convolutions, so
             running independent branches in parallel has nothing to gain.
         use_env_allocators: serve every session from the one environment allocator.
+        allow_spinning: let intra-op threads busy-wait for work after an operator. Off:
+            each weather's session has its own thread pool, and threads spinning after
+            one weather's run compete for the cores with the next weather's run, the
+            video loop's decode/encode threads, and everything else on a small device
+            (measured by ``gpmask bench`` / ``benchmarks/bench_latency.py``).
     """
 
     graph_optimization: str = "all"
     intra_op_threads: int = field(default_factory=physical_cores)
     execution_mode: str = "sequential"
     use_env_allocators: bool = True
+    allow_spinning: bool = False
 
     def session_options(self) -> Any:
         """A fresh ``onnxruntime.SessionOptions`` with these settings."""
@@ -101,6 +107,8 @@ class SessionSettings:
         options.execution_mode = modes[self.execution_mode]
         if self.use_env_allocators:
             options.add_session_config_entry("session.use_env_allocators", "1")
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if self.allow_spinning else "0")
         return options
 
     def describe(self) -> dict[str, Any]:

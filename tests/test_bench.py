@@ -1,0 +1,199 @@
+"""gpmask bench: a real run at a tiny size, checked for schema and internal consistency."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from gpmask.bench import run_benchmark
+from gpmask.bench.runner import parse_size
+from gpmask.bench.stats import latency_summary
+from gpmask.errors import GpmaskError
+from gpmask.runtime.backends import tensorrt_available
+from tests.conftest import make_checkpoint
+
+SIZES = ["32x32", "36x40"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, Path]:
+    """A small three-weather bundle exported from a checkpoint file, and that file."""
+    from gpmask.export import export_bundle
+
+    folder = tmp_path_factory.mktemp("bench")
+    checkpoint = folder / "model.gpmask.safetensors"
+    make_checkpoint().save(checkpoint)
+    export_bundle(checkpoint, folder / "bundle", verify=False, progress=False)
+    return folder / "bundle", checkpoint
+
+
+@pytest.fixture(scope="module")
+def report(exported) -> dict:
+    bundle, checkpoint = exported
+    return run_benchmark(bundle, backends=["torch", "onnxruntime-cpu", "onnxruntime-cuda",
+                                           "tensorrt"],
+                         precisions=["fp32", "int8"], sizes=SIZES, iters=3, warmup=1,
+                         checkpoint=str(checkpoint), progress=False)
+
+
+def _entries(report: dict):
+    for record in report["results"]:
+        for entry in record["sizes"]:
+            yield record, entry
+
+
+def test_latency_summary_matches_hand_computation() -> None:
+    summary = latency_summary([4.0, 1.0, 3.0, 2.0])
+    assert summary["p50_ms"] == pytest.approx(2.5)
+    assert summary["p90_ms"] == pytest.approx(3.7)  # linear: 3 + 0.7 * (4 - 3)
+    assert summary["mean_ms"] == pytest.approx(2.5)
+    assert summary["fps"] == pytest.approx(400.0)
+    assert (summary["min_ms"], summary["max_ms"], summary["iterations"]) == (1.0, 4.0, 4)
+    with pytest.raises(GpmaskError, match="no timed iterations"):
+        latency_summary([])
+
+
+def test_report_schema_and_machine(report) -> None:
+    assert report["schema"] == 1
+    for key in ("bundle", "settings", "machine", "versions", "reference", "macs", "results",
+                "skipped"):
+        assert key in report
+    assert report["versions"]["onnxruntime"] == onnxruntime.__version__
+    machine = report["machine"]
+    assert machine["threads"] == report["settings"]["threads"] >= 1
+    assert machine["cpu"] and machine["physical_cores"] >= 1
+    assert machine["matmul_peak_gflops"]["cpu"] > 0
+    assert [r["label"] for r in report["results"]][:2] == ["torch/fp32", "onnxruntime-cpu/fp32"]
+    assert report["reference"] == {"latency": "torch/fp32", "quality": "torch/fp32"}
+    json.dumps(report, allow_nan=False)  # strict JSON: no NaN or Infinity
+    for record, entry in _entries(report):
+        assert [e["size"] for e in record["sizes"]] == SIZES
+        assert entry["latency"]["iterations"] == 3
+
+
+def test_percentiles_ordered_and_fps_from_mean(report) -> None:
+    for _, entry in _entries(report):
+        for latency in (entry["latency"], entry["switching"]["latency"]):
+            assert latency["min_ms"] <= latency["p50_ms"] <= latency["p90_ms"] \
+                <= latency["p99_ms"] <= latency["max_ms"]
+            assert latency["min_ms"] <= latency["mean_ms"] <= latency["max_ms"]
+            assert latency["fps"] == pytest.approx(1000 / latency["mean_ms"])
+
+
+def test_ratios_come_from_the_same_run(report) -> None:
+    torch_p50 = {e["size"]: e["latency"]["p50_ms"] for r, e in _entries(report)
+                 if r["backend"] == "torch"}
+    peak = report["machine"]["matmul_peak_gflops"]["cpu"]
+    for _, entry in _entries(report):
+        p50 = entry["latency"]["p50_ms"]
+        assert entry["vs_torch"] == pytest.approx(p50 / torch_p50[entry["size"]])
+        switching = entry["switching"]
+        assert switching["ratio"] == pytest.approx(switching["latency"]["p50_ms"] / p50)
+        work = entry["work"]
+        assert work["macs"] == report["macs"][entry["size"]]
+        assert work["gflops"] == pytest.approx(2 * work["macs"] / (p50 / 1000) / 1e9)
+        assert work["roofline_fraction"] == pytest.approx(work["gflops"] / peak)
+
+
+def test_quality_against_torch(report) -> None:
+    by_label = {r["label"]: r for r in report["results"]}
+    assert all(e["psnr_db"] == "inf" for e in by_label["torch/fp32"]["sizes"])
+    # The fp32 graph is the torch network exported: equal up to float rounding.
+    assert all(e["psnr_db"] > 60 for e in by_label["onnxruntime-cpu/fp32"]["sizes"])
+
+
+def test_memory_and_cold_start(report) -> None:
+    for record in report["results"]:
+        memory = record["memory"]
+        assert memory["peak_rss_mib"] >= memory["rss_before_load_mib"] > 0
+        assert memory["device_memory_mib"] is None  # CPU targets
+        assert 0 < record["load_s"] <= record["cold_start_s"]
+        assert record["cold_start_size"] == SIZES[0]
+
+
+def test_missing_backends_and_precisions_are_skipped_with_reasons(report, exported) -> None:
+    lines = [skip["line"] for skip in report["skipped"]]
+    assert f"int8: bundle has no int8 graphs; run gpmask calibrate {exported[0]} " \
+           f"--precision int8" in lines
+    assert not any(r["precision"] == "int8" for r in report["results"])
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert "onnxruntime-cuda: this ONNX Runtime has no CUDAExecutionProvider " \
+               "(install onnxruntime-gpu)" in lines
+    if not tensorrt_available():
+        assert "tensorrt: not installed" in lines
+
+
+def test_torch_skipped_when_bundle_checkpoint_is_not_found(exported, tmp_path) -> None:
+    bundle = shutil.copytree(exported[0], tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["checkpoint"]["sha256"] = "0" * 64
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = run_benchmark(bundle, backends=["torch", "onnxruntime-cpu"], precisions=["fp32"],
+                           sizes=["32x32"], iters=1, warmup=0, progress=False)
+    assert [r["label"] for r in result["results"]] == ["onnxruntime-cpu/fp32"]
+    assert result["skipped"][0]["line"].startswith("torch: the bundle's checkpoint (sha256 "
+                                                   "000000000000...) is not the shipped demo")
+    assert result["results"][0]["sizes"][0]["vs_torch"] is None
+    assert result["reference"] == {"latency": None, "quality": "onnxruntime-cpu/fp32"}
+
+
+def test_bad_input_is_refused(exported, tmp_path) -> None:
+    bundle, _ = exported
+    with pytest.raises(GpmaskError, match="is not a gpmask bundle"):
+        run_benchmark(tmp_path / "missing", progress=False)
+    with pytest.raises(GpmaskError, match="not HEIGHTxWIDTH"):
+        parse_size("32by32")
+    with pytest.raises(GpmaskError, match="unknown backend 'onnx'"):
+        run_benchmark(bundle, backends=["onnx"], sizes=["32x32"], progress=False)
+    other = tmp_path / "other.gpmask.safetensors"
+    make_checkpoint(seed=1).save(other)
+    with pytest.raises(GpmaskError, match="is not the one bundle .* was exported from"):
+        run_benchmark(bundle, checkpoint=str(other), sizes=["32x32"], progress=False)
+    with pytest.raises(GpmaskError, match="--iters must be >= 1"):
+        run_benchmark(bundle, iters=0, progress=False)
+
+
+def test_cli_writes_report_json_markdown_and_plots(exported, tmp_path, capsys) -> None:
+    import cv2
+
+    from gpmask.cli import main
+
+    bundle, checkpoint = exported
+    out = tmp_path / "report"
+    code = main(["bench", str(bundle), "--backends", "torch,onnxruntime-cpu", "--precisions",
+                 "fp32,fp16", "--sizes", "32x32", "--iters", "2", "--warmup", "0",
+                 "--checkpoint", str(checkpoint), "-o", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert [r["label"] for r in report["results"]] == ["torch/fp32", "onnxruntime-cpu/fp32"]
+    table = (out / "bench.md").read_text()
+    assert "| onnxruntime-cpu | fp32 | 32x32 |" in table
+    assert "- fp16: bundle has no fp16 graphs" in table
+    assert "| onnxruntime-cpu | fp32 | 32x32 |" in capsys.readouterr().out
+    for name in ("latency_by_size.png", "quality_vs_speed.png"):
+        image = cv2.imread(str(out / name))
+        assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["bench.json", "bench.md", "latency_by_size.png", "quality_vs_speed.png"])
+
+
+def test_cli_bad_bundle_is_one_error_line(tmp_path, capsys) -> None:
+    from gpmask.cli import main
+
+    assert main(["bench", str(tmp_path / "nowhere"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gpmask: error: {tmp_path / 'nowhere'} is not a gpmask bundle (no " \
+                  "manifest.json)\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_psnr_inf_only_for_identical(report) -> None:
+    values = [e["psnr_db"] for _, e in _entries(report) if e["psnr_db"] != "inf"]
+    assert values and all(math.isfinite(v) for v in values)
+    assert np.isfinite(values).all()
