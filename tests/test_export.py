@@ -75,14 +75,17 @@ WEATHERS = ("rain", "raindrop", "snow")
 GRAPHS = ("common", *WEATHERS)
 
 
+CHECKPOINT_FILE = "model.gpmask.safetensors"
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[MaskedCheckpoint, Path]:
+    """The checkpoint, and its bundle exported from a file saved beside the bundle."""
     checkpoint = partly_shared_checkpoint(WEATHERS)
-    path = tmp_path_factory.mktemp("export") / "model.gpmask.safetensors"
-    checkpoint.save(path)
-    bundle = tmp_path_factory.mktemp("export") / "bundle"
-    export_bundle(path, bundle, progress=False)
-    return checkpoint, bundle
+    folder = tmp_path_factory.mktemp("export")
+    checkpoint.save(folder / CHECKPOINT_FILE)
+    export_bundle(folder / CHECKPOINT_FILE, folder / "bundle", progress=False)
+    return checkpoint, folder / "bundle"
 
 
 def test_bundle_files_and_manifest_hashes(exported) -> None:
@@ -103,8 +106,8 @@ def test_bundle_files_and_manifest_hashes(exported) -> None:
         digest = hashlib.sha256((bundle / record["path"]).read_bytes()).hexdigest()
         assert digest == record["sha256"], record["path"]
     assert manifest["weights"][0]["bytes"] == (bundle / "weights.bin").stat().st_size
-    ckpt_file = next(bundle.parent.parent.glob("export*/model.gpmask.safetensors"))
-    assert manifest["checkpoint"]["sha256"] == hashlib.sha256(ckpt_file.read_bytes()).hexdigest()
+    ckpt_bytes = (bundle.parent / CHECKPOINT_FILE).read_bytes()
+    assert manifest["checkpoint"]["sha256"] == hashlib.sha256(ckpt_bytes).hexdigest()
 
 
 def test_every_graph_points_into_one_weight_file_each_tensor_once(exported) -> None:

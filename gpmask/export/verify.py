@@ -39,9 +39,10 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def verification_inputs(
-    weather: str, static_shape: tuple[int, int, int, int] | None, multiple: int
+    photo: np.ndarray, weather: str, static_shape: tuple[int, int, int, int] | None,
+    multiple: int,
 ) -> dict[str, np.ndarray]:
-    """Named NCHW float32 inputs in [0, 1]: random values, and a held-out photo with
+    """Named NCHW float32 inputs in [0, 1]: random values, and ``photo`` (HxWx3) with
     synthetic weather (``weather``'s own where :mod:`gpmask.data.synthetic` renders it,
     else rain) at two sizes."""
     if static_shape is None:
@@ -53,7 +54,6 @@ def verification_inputs(
     else:
         shapes = {"random": static_shape, "photo": static_shape}
     rendered = weather if weather in SYNTHETIC_WEATHERS else SYNTHETIC_WEATHERS[0]
-    photo = sample_images("heldout")[0]
     rng = np.random.default_rng(0)
     inputs = {}
     for name, (batch, _, height, width) in shapes.items():
@@ -120,9 +120,10 @@ def verify_graphs(
     report = {"status": "passed", "tolerance": TOLERANCE, "checker": "onnx.checker full_check",
               "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
               "reference": f"torch {torch.__version__}, weights baked per weather", "graphs": {}}
+    photo = sample_images("heldout")[0]
     for weather, path in paths.items():
         check_graph(path)
-        inputs = verification_inputs(weather, static_shape, multiple)
+        inputs = verification_inputs(photo, weather, static_shape, multiple)
         results = compare_with_torch(path, checkpoint, weather, inputs)
         report["graphs"][weather] = {"path": path.name, "checker": "passed", "inputs": results}
         for result in results:
