@@ -27,6 +27,9 @@ VERBS = {
     "calibrate": "calibrate",
     "build": "build",
     "bench": "bench",
+    "train-router": "train_router",
+    "run": "run",
+    "demo": "demo",
 }
 
 

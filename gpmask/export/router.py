@@ -33,9 +33,9 @@ class RouterSettings:
     batch_size: int = 32
     learning_rate: float = 3e-3
     input_size: tuple[int, int] = (96, 96)
-    variants: int = 6  # degraded crops per (image, class) in the training pool
+    variants: int = 8  # degraded crops per (image, class) in the training pool
     heldout_variants: int = 4
-    crop_fraction: tuple[float, float] = (0.4, 1.0)  # crop side / shorter image side
+    crop_fraction: tuple[float, float] = (0.2, 0.6)  # crop side / shorter image side
     severity: tuple[float, float] = (0.6, 1.3)
     seed: int = 0
 

@@ -195,7 +195,7 @@ def run_demo(
     chosen = [r.weather for r in result.records]
     accuracy = float(np.mean([c == t for c, t in zip(chosen, clip.weathers, strict=False)]))
     summary = {
-        "bundle": str(bundle.root),
+        "bundle": "bundle" if bundle.root == output / "bundle" else str(bundle.root),
         "backend": restorer.backend_name,
         "frames": len(result.records),
         "size": [size, size],
