@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -235,3 +236,13 @@ def test_inspect_verb_prints_the_summary_and_spots_damage(exported, tmp_path, ca
     (damaged / "weights.bin").write_bytes(bytes(data))
     assert ("DAMAGED: bundle file weights.bin does not match its manifest sha256"
             in describe_bundle(damaged))
+
+
+def test_describe_bundle_names_a_missing_graph(exported, tmp_path) -> None:
+    _, bundle = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    (copy / "snow.onnx").unlink()
+    text = describe_bundle(copy)
+    assert re.search(r"\n  snow +fp32 +snow\.onnx +MISSING +-\n", text)
+    assert "DAMAGED: bundle file snow.onnx is missing" in text

@@ -57,7 +57,7 @@ def test_any_weathers_export_and_match_torch(tmp_path: Path, weathers) -> None:
 
 def test_weather_subset_keeps_checkpoint_order(tmp_path: Path) -> None:
     checkpoint = make_checkpoint(("rain", "raindrop", "snow"))
-    bundle = export_bundle(checkpoint, tmp_path / "bundle", weathers=["snow", "rain"],
+    bundle = export_bundle(checkpoint, tmp_path / "bundle", weathers="snow, rain",
                            verify=False, progress=False)
     reopened = Bundle.open(tmp_path / "bundle")
     assert reopened.weathers == ["rain", "snow"] and reopened.default_weather == "rain"

@@ -46,13 +46,10 @@ def run(args: argparse.Namespace) -> int:
 
         import_tensorrt()
         visible_gpu()
-    weathers = None
-    if args.weathers is not None:
-        weathers = [w.strip() for w in args.weathers.split(",") if w.strip()]
     bundle = export_bundle(
         args.checkpoint,
         args.output,
-        weathers=weathers,
+        weathers=args.weathers,
         static_shape=parse_shape(args.shape) if args.shape else None,
         verify=not args.no_verify,
         force=args.force,

@@ -51,9 +51,12 @@ def _load(checkpoint: MaskedCheckpoint | str | os.PathLike) -> tuple[MaskedCheck
 
 
 def select_weathers(checkpoint: MaskedCheckpoint, weathers: Sequence[str] | None) -> list[str]:
-    """The requested weathers in checkpoint order; an unknown or repeated one is refused."""
+    """The requested weathers (a list, or one comma-separated string) in checkpoint order;
+    an unknown one is refused."""
     if weathers is None:
         return list(checkpoint.weathers)
+    if isinstance(weathers, str):
+        weathers = [w.strip() for w in weathers.split(",") if w.strip()]
     if not weathers:
         raise GpmaskError("no weathers selected")
     for weather in weathers:
@@ -119,7 +122,7 @@ def _trace_binding(
 def export_bundle(
     checkpoint: MaskedCheckpoint | str | os.PathLike,
     output: str | os.PathLike,
-    weathers: Sequence[str] | None = None,
+    weathers: Sequence[str] | str | None = None,
     static_shape: tuple[int, int, int, int] | None = None,
     verify: bool = True,
     force: bool = False,
@@ -129,8 +132,8 @@ def export_bundle(
 
     Args:
         output: the bundle folder to create (refused if it exists, unless ``force``).
-        weathers: subset of the checkpoint's weathers (default all); ``common`` is always
-            exported.
+        weathers: subset of the checkpoint's weathers (default all), as a list or as
+            ``"rain,snow"``; ``common`` is always exported.
         static_shape: fixed NCHW input shape; default dynamic batch, height and width.
         verify: check every graph with onnx.checker and against PyTorch (a mismatch
             raises and leaves no bundle).

@@ -71,6 +71,9 @@ def describe_bundle(path: str | os.PathLike) -> str:
     for weather in names:
         for precision in bundle.precisions(weather):
             graph = bundle.graph_path(weather, precision)
+            if not graph.is_file():
+                rows.append((weather, precision, graph.name, "MISSING", "-"))
+                continue
             refs = referenced_bytes(graph)
             used = sum(refs.values())
             for location, count in refs.items():
