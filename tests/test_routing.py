@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -132,3 +133,96 @@ def test_make_router_chooses_by_spec(tmp_path: Path) -> None:
         make_router(str(tmp_path / "missing.csv"), bundle)
     with pytest.raises(GpmaskError, match="has no weather router; train one with"):
         make_router("auto", bundle)
+
+
+# ----------------------------------------------------------------- auto: the trained router
+@pytest.fixture(scope="module")
+def routed_bundle(tmp_path_factory) -> tuple[Path, str]:
+    """A bundle whose router `gpmask train-router` trained (briefly), and what it printed."""
+    import contextlib
+    import io
+
+    from gpmask.cli import main
+
+    folder = tmp_path_factory.mktemp("router")
+    _bundle(folder)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["train-router", str(folder), "--steps", "60", "--input-size", "64",
+                     "--no-progress"])
+    assert code == 0
+    return folder, printed.getvalue()
+
+
+def test_train_router_writes_a_checked_onnx_graph_and_manifest_entry(routed_bundle) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from gpmask.fileio import sha256_file
+    from gpmask.runtime.routing import router_input
+
+    folder, printed = routed_bundle
+    entry = Bundle.open(folder).manifest["router"]
+    assert entry["path"] == "router.onnx"
+    assert entry["sha256"] == sha256_file(folder / "router.onnx")
+    assert entry["classes"] == [CLEAR, *WEATHERS]
+    assert entry["input_size"] == [64, 64]
+    assert entry["heldout_frames"] == 4 * 4 * 4  # 4 held-out images x 4 classes x 4 variants
+    assert f"{entry['accuracy']:.1%}" in printed
+    assert f"on {entry['heldout_frames']} held-out synthetic frames" in printed
+    onnx.checker.check_model(str(folder / "router.onnx"), full_check=True)
+    session = ort.InferenceSession(str(folder / "router.onnx"))
+    logits = session.run(None, {"image": router_input(PIXELS, (64, 64))})[0]
+    assert logits.shape == (1, 4) and np.isfinite(logits).all()
+
+
+def _weather_clip(weathers: list[str], size: int = 96) -> list[Frame]:
+    from gpmask.data.clean import sample_images
+    from gpmask.data.synthetic import degrade
+
+    image = sample_images("heldout")[0][:size * 2, :size * 2]
+    frames = []
+    for index, weather in enumerate(weathers):
+        clean = image[index % 8 : index % 8 + size, :size]
+        rgb = clean if weather == CLEAR else degrade(clean, weather, seed=index)
+        frames.append(Frame(index, index / 10, (rgb[:, :, ::-1] * 255).astype(np.uint8)))
+    return frames
+
+
+def test_auto_routing_holds_through_a_one_frame_change(routed_bundle) -> None:
+    folder, _ = routed_bundle
+    clip = _weather_clip(["snow"] * 6 + [CLEAR] + ["snow"] * 6 + ["rain"] * 8)
+    router = make_router("auto", Bundle.open(folder), every=1, switch_after=3)
+    chosen, decisions = [], []
+    for frame in clip:
+        chosen.append(router.route(frame))
+        decisions.append(router.last_decision)
+    assert decisions == [router.classify(f.pixels) for f in clip]  # decisions are per frame
+    for i in range(1, len(clip)):
+        if chosen[i] != chosen[i - 1]:  # a switch needs the 3 latest decisions to agree
+            assert decisions[i - 2 : i + 1] == [chosen[i]] * 3, (decisions, chosen)
+    # one frame of anything cannot move the choice: frame 6 keeps frame 5's weather
+    assert chosen[6] == chosen[5]
+    runs = [len(list(group)) for _, group in itertools.groupby(chosen)]
+    assert all(length >= 3 for length in runs[1:-1]), chosen  # no flicker between switches
+
+
+def test_auto_routing_decides_every_k_frames(routed_bundle) -> None:
+    folder, _ = routed_bundle
+    clip = _weather_clip(["rain"] * 4 + ["snow"] * 4 + ["raindrop"] * 4 + [CLEAR] * 4)
+    router = make_router("auto", Bundle.open(folder), every=4, switch_after=1)
+    chosen = [router.route(frame) for frame in clip]
+    expected = [router.classify(clip[i - i % 4].pixels) for i in range(len(clip))]
+    assert chosen == expected
+
+
+def test_tampered_router_is_refused(routed_bundle, tmp_path: Path) -> None:
+    import shutil
+
+    folder, _ = routed_bundle
+    copy = tmp_path / "bundle"
+    shutil.copytree(folder, copy)
+    with (copy / "router.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(GpmaskError, match="router.onnx does not match its manifest sha256"):
+        make_router("auto", Bundle.open(copy))
