@@ -212,6 +212,7 @@ class VideoFileSink(FrameSink):
             )
             os.close(fd)
             self.temp = Path(name)
+            self.temp.chmod(0o644)  # mkstemp makes 0600; a video is meant to be shared
             fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
             self.writer = cv2.VideoWriter(str(self.temp), fourcc, self.fps, (width, height))
             self.size = (width, height)

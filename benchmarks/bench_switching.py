@@ -1,0 +1,67 @@
+"""Throughput when the weather changes on every frame vs one fixed weather (ONNX Runtime CPU).
+
+Switching weather is choosing another prepared session, so it should cost at most 2%
+of throughput (issue 5). Frames are the demo's synthetic weather clip (held-out sample
+images); both modes restore the same frames, in alternating rounds so that a change in
+machine load hits both; the figure is the ratio of the median rounds.
+
+    python benchmarks/bench_switching.py                 # demo model (or random tiny), 256x256
+    python benchmarks/bench_switching.py --bundle B --size 512 --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench_runtime_memory import export_demo_bundle
+
+from gpmask.runtime import Restorer
+from gpmask.runtime.demo import make_clip
+
+
+def frames_per_second(restorer: Restorer, frames: list, weathers: list[str]) -> float:
+    """Restore every frame, frame i with weathers[i % len(weathers)]; frames per second."""
+    start = time.perf_counter()
+    for index, frame in enumerate(frames):
+        restorer.restore(frame, weathers[index % len(weathers)], bgr=True)
+    return len(frames) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", help="bundle folder (default: export the demo checkpoint)")
+    parser.add_argument("--checkpoint", default="demo", help="checkpoint exported without --bundle")
+    parser.add_argument("--size", type=int, default=256, help="frame side (default 256)")
+    parser.add_argument("--frames", type=int, default=48, help="frames per round (default 48)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (default 5)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder:
+        bundle = args.bundle or export_demo_bundle(args.checkpoint, Path(folder))
+        restorer = Restorer(bundle, backend="onnxruntime")
+        weathers = restorer.weathers
+        clip = make_clip(weathers, frames=args.frames, size=args.size)
+        frames = clip.degraded
+        frames_per_second(restorer, frames[: 2 * len(weathers)], weathers)  # warm-up
+        fixed, switching = [], []
+        for _ in range(args.rounds):
+            fixed.append(frames_per_second(restorer, frames, weathers[:1]))
+            switching.append(frames_per_second(restorer, frames, weathers))
+    fixed_fps, switching_fps = statistics.median(fixed), statistics.median(switching)
+    print(f"backend {restorer.backend_name}, {len(weathers)} weathers ({', '.join(weathers)}), "
+          f"{args.size}x{args.size}, {args.frames} frames x {args.rounds} rounds, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"fixed weather      {fixed_fps:8.2f} frames/s  (rounds: "
+          f"{', '.join(f'{v:.2f}' for v in fixed)})")
+    print(f"switch every frame {switching_fps:8.2f} frames/s  (rounds: "
+          f"{', '.join(f'{v:.2f}' for v in switching)})")
+    print(f"switching cost: {1 - switching_fps / fixed_fps:+.2%} of throughput (goal <= 2%)")
+
+
+if __name__ == "__main__":
+    main()
