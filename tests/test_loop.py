@@ -205,3 +205,20 @@ def test_schedule_missing_a_frame_stops_with_the_frames_done(
         run_loop(open_source(str(image_folder)), restorer, router, VideoFileSink(output, 10),
                  progress=False)
     assert _read_back(output)[:2] == (10, (WIDTH, HEIGHT))
+
+
+def test_loop_routing_video_and_demo_clip_import_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import gpmask.runtime.loop, gpmask.runtime.routing, gpmask.runtime.video\n"
+        "from gpmask.runtime.demo import make_clip\n"
+        "make_clip(['rain', 'snow'], frames=4, size=32)\n"
+        "print(sorted(m for m in ('torch', 'gpmask.masking', 'gpmask.model') "
+        "if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
