@@ -20,7 +20,9 @@ so an edge device can load a bundle with numpy alone.
                    "sha256": "...", "tensorrt_version": "10.3.0", "gpu": "...",
                    "compute_capability": "8.7", "shapes": {...}}}},
       "router": {"path": "router.onnx", "sha256": "...", "classes": ["clear", ...],
-                 "input_size": [64, 64]},                # only when a router was trained
+                 "input_size": [96, 96],                 # only when a router was trained
+                 "accuracy": 0.6, "accuracy_per_class": {"clear": ..., ...},
+                 "heldout_frames": 64, "training": {...}},  # held-out synthetic accuracy
       "checkpoint": {"sha256": "...", "metadata": {...}},   # sha256 null when exported from
                                                            # memory; metadata without "params"
       "versions": {"gpmask": "...", "torch": "...", "onnx": "...", "onnxruntime": "...",
