@@ -26,10 +26,10 @@ VERBS = {
     "export": "export",
     "calibrate": "calibrate",
     "build": "build",
-    "bench": "bench",
     "train-router": "train_router",
     "run": "run",
     "demo": "demo",
+    "bench": "bench",
 }
 
 
