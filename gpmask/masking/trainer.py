@@ -30,13 +30,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from gpmask.data.pairs import PairSource
 from gpmask.errors import GpmaskError
 from gpmask.fileio import atomic_path
 from gpmask.masking.checkpoint import MaskedCheckpoint
@@ -46,16 +46,6 @@ from gpmask.masking.masks import GradientMaskSelector
 from gpmask.model import build_model
 
 COMMON_UPDATES = ("mean", "uncertainty", "frozen")
-
-
-class PairSource(Protocol):
-    """What the trainer needs from data: deterministic batches per weather."""
-
-    weathers: tuple[str, ...] | list[str]
-
-    def batch(
-        self, weather: str, batch_size: int, crop: int, step: int
-    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass
@@ -70,7 +60,7 @@ class TrainConfig:
     selection_steps: int = 200
     batch_size: int = 8
     crop: int = 64
-    base_lr: float = 2e-3
+    base_lr: float = 5e-4
     masked_lr: float = 5e-4
     top_fraction: float = 0.4
     consecutive: int = 3

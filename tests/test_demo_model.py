@@ -1,0 +1,72 @@
+"""The shipped demo checkpoint really restores, on held-out images it never saw."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpmask.masking.checkpoint import SHIPPED_CHECKPOINTS, MaskedCheckpoint, resolve_checkpoint
+
+DEMO = SHIPPED_CHECKPOINTS["demo"]
+
+
+def test_demo_is_shipped_small_and_found_by_name() -> None:
+    assert DEMO.is_file()
+    assert DEMO.stat().st_size <= 5 * 1024 * 1024
+    assert resolve_checkpoint("demo") == DEMO
+    checkpoint = MaskedCheckpoint.load("demo")
+    assert checkpoint.weathers == ["rain", "raindrop", "snow"]
+    assert checkpoint.arch == "tiny"
+    assert checkpoint.provenance["method"] == "ggpm"
+
+
+@pytest.fixture(scope="module")
+def demo_eval(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("eval") / "eval.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpmask.cli",
+            "eval",
+            "demo",
+            "--count",
+            "6",
+            "--size",
+            "192x192",
+            "--no-progress",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| rain |" in result.stdout
+    return json.loads(Path(out).read_text())["results"]
+
+
+#: The tiny demo network has not learned to remove synthetic raindrops (they replace the
+#: scene behind them, so removing them is inpainting): its raindrop output is within
+#: 0.1 dB of the input. Strict, so the mark must go once a retrained demo passes.
+RAINDROP_GAP = pytest.mark.xfail(
+    strict=True, reason="demo model does not yet restore synthetic raindrops (+0.0 dB)"
+)
+
+
+@pytest.mark.parametrize("weather", ["rain", pytest.param("raindrop", marks=RAINDROP_GAP), "snow"])
+def test_demo_beats_input_by_3db(demo_eval: dict, weather: str) -> None:
+    scores = demo_eval[weather]
+    assert scores["count"] == 6
+    assert scores["baked"]["psnr"] >= scores["input"]["psnr"] + 3.0, scores
+
+
+@pytest.mark.parametrize("weather", ["rain", "raindrop", "snow"])
+def test_demo_specific_parameters_beat_common_model(demo_eval: dict, weather: str) -> None:
+    scores = demo_eval[weather]
+    assert scores["baked"]["psnr"] > scores["common"]["psnr"], scores
