@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+import onnxruntime
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
@@ -119,6 +120,29 @@ def test_cpu_scheme_has_uint8_activations_and_int32_bias(bundle_dir: Path) -> No
     ]
     assert weight_zero_points and all(not z.any() for z in weight_zero_points)
     assert any(v.dtype == np.int32 for v in values.values())
+
+
+@pytest.mark.parametrize("precision", ["int8", "int8-cpu"])
+def test_conv_transpose_is_quantized_per_output_channel_and_runs(
+    bundle_dir: Path, precision: str
+) -> None:
+    """ConvTranspose weights are (in, out, kH, kW): scales follow axis 1, as the bias does."""
+    calibrate_bundle(bundle_dir, precision, CalibrationOptions(max_psnr_drop=100, **FAST))
+    bundle = Bundle.open(bundle_dir)
+    model = _load(bundle, "rain", precision)
+    values = _initializers(model)
+    producers = {out: n for n in model.graph.node for out in n.output}
+    deconvs = [n for n in model.graph.node if n.op_type == "ConvTranspose"]
+    assert deconvs
+    for node in deconvs:
+        dequantize = producers[node.input[1]]
+        assert dequantize.op_type == "DequantizeLinear"
+        axis = next(a.i for a in dequantize.attribute if a.name == "axis")
+        weight = values[dequantize.input[0]]
+        assert axis == 1 and values[dequantize.input[1]].shape == (weight.shape[1],)
+    session = onnxruntime.InferenceSession(str(bundle.graph_path("rain", precision)))
+    frame = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    assert session.run(None, {"image": frame})[0].shape == frame.shape
 
 
 def _input_scale(model: onnx.ModelProto) -> float:
