@@ -170,7 +170,8 @@ def test_initializers_are_created_once_per_distinct_tensor(restorer, bundle_dir)
         for tensor in graph.graph.initializer:
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 info = {e.key: e.value for e in tensor.external_data}
-                distinct.add((info["location"], info["offset"], info["length"]))
+                distinct.add((info["location"], info["offset"], info["length"],
+                              tensor.data_type, tuple(tensor.dims)))
                 references += 1
     values = restorer.backend.initializers.values
     assert len(values) == len(distinct)
@@ -181,7 +182,8 @@ def test_initializers_are_created_once_per_distinct_tensor(restorer, bundle_dir)
     for tensor, stored in zip(full.graph.initializer, inline.graph.initializer, strict=True):
         if stored.data_location == onnx.TensorProto.EXTERNAL:
             info = {e.key: e.value for e in stored.external_data}
-            key = (bundle_dir / info["location"], int(info["offset"]), int(info["length"]))
+            key = (bundle_dir / info["location"], int(info["offset"]), int(info["length"]),
+                   stored.data_type, tuple(stored.dims))
             np.testing.assert_array_equal(values[key].numpy(), onnx.numpy_helper.to_array(tensor))
 
 
@@ -267,3 +269,36 @@ def test_runtime_imports_no_torch(bundle_dir):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             check=True)
     assert "imported: []" in result.stdout
+
+
+def test_same_bytes_read_as_different_tensors_get_their_own_values(tmp_path):
+    """The weight store shares bytes; int32[4] and int8[16] zeros are not one tensor."""
+    from onnx import helper, numpy_helper
+
+    from gpmask.export.weight_store import write_shared_weights
+    from gpmask.runtime.backends.onnxruntime import SharedInitializers
+
+    def graph(name: str, value: np.ndarray) -> onnx.ModelProto:
+        initializer = numpy_helper.from_array(value, "zeros")
+        output = helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(value.dtype),
+                                               list(value.shape))
+        node = helper.make_node("Identity", ["zeros"], ["y"])
+        return helper.make_model(helper.make_graph([node], name, [], [output], [initializer]))
+
+    models = {"a.onnx": graph("a", np.zeros(4, np.int32)),
+              "b.onnx": graph("b", np.zeros(16, np.int8))}
+    stored = write_shared_weights(models, tmp_path, "w.bin")
+    assert stored.tensors_stored == 1  # one run of 16 zero bytes
+    for name, model in models.items():
+        onnx.save(model, tmp_path / name)
+    shared = SharedInitializers()
+    outputs = {}
+    for name in models:
+        options = ort.SessionOptions()
+        graph_proto = onnx.load(tmp_path / name, load_external_data=False)
+        shared.add_graph(graph_proto, tmp_path, options)
+        session = ort.InferenceSession(str(tmp_path / name), options)
+        outputs[name] = session.run(None, {})[0]
+    assert len(shared.values) == 2
+    assert outputs["a.onnx"].dtype == np.int32 and outputs["a.onnx"].shape == (4,)
+    assert outputs["b.onnx"].dtype == np.int8 and outputs["b.onnx"].shape == (16,)

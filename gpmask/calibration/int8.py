@@ -57,9 +57,6 @@ class Int8Scheme:
             "ActivationSymmetric": self.activations_symmetric,
             "WeightSymmetric": True,
             "QuantizeBias": self.quantize_bias,
-            # ConvTranspose weights are (in, out, kH, kW): their output channels, which
-            # per-channel scales (and a quantized bias) follow, are axis 1, not 0.
-            "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 1},
         }
 
 

@@ -150,15 +150,18 @@ class SharedInitializers:
     """One OrtValue per distinct external tensor of a set of graphs.
 
     Two graphs' initializers are the same tensor when they point at the same
-    ``(location, offset, length)`` in the same external-data file; that is how a
-    bundle stores a tensor shared by several weathers once.
+    ``(location, offset, length)`` in the same external-data file and read it as the
+    same element type and shape; that is how a bundle stores a tensor shared by
+    several weathers once. The type and shape belong in the key because the weight
+    store shares *bytes*: an int32 zero point of 12 elements and an int8 one of 48 are
+    the same 48 zero bytes, but not the same tensor.
 
     Attributes:
-        values: ``(file, offset, length)`` -> the OrtValue holding that tensor.
+        values: ``(file, offset, length, type, dims)`` -> the OrtValue holding that tensor.
     """
 
     def __init__(self) -> None:
-        self.values: dict[tuple[Path, int, int], Any] = {}
+        self.values: dict[tuple[Path, int, int, int, tuple[int, ...]], Any] = {}
 
     def add_graph(self, graph: Any, folder: Path, options: Any) -> None:
         """Hand ``graph``'s external initializers to ``options``, reading new ones once.
@@ -173,10 +176,11 @@ class SharedInitializers:
             if tensor.data_location != onnx.TensorProto.EXTERNAL:
                 continue
             info = {entry.key: entry.value for entry in tensor.external_data}
-            key = (folder / info["location"], int(info.get("offset", 0)),
-                   int(info.get("length", -1)))
+            location = (folder / info["location"], int(info.get("offset", 0)),
+                        int(info.get("length", -1)))
+            key = (*location, tensor.data_type, tuple(tensor.dims))
             if key not in self.values:
-                array = _read_tensor(key, tensor_dtype_to_np_dtype(tensor.data_type),
+                array = _read_tensor(location, tensor_dtype_to_np_dtype(tensor.data_type),
                                      tuple(tensor.dims))
                 self.values[key] = ort.OrtValue.ortvalue_from_numpy(array)
             options.add_initializer(tensor.name, self.values[key])
