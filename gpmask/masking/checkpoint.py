@@ -44,7 +44,7 @@ SHIPPED_CHECKPOINTS = {"demo": _ASSETS / "demo.gpmask.safetensors"}
 def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
     """The file a checkpoint argument names: a path, or a shipped name such as ``demo``."""
     path = Path(path_or_name)
-    if not path.exists() and str(path_or_name) in SHIPPED_CHECKPOINTS:
+    if not path.is_file() and str(path_or_name) in SHIPPED_CHECKPOINTS:
         return SHIPPED_CHECKPOINTS[str(path_or_name)]
     return path
 
