@@ -167,13 +167,38 @@ def test_train_router_writes_a_checked_onnx_graph_and_manifest_entry(routed_bund
     assert entry["sha256"] == sha256_file(folder / "router.onnx")
     assert entry["classes"] == [CLEAR, *WEATHERS]
     assert entry["input_size"] == [64, 64]
-    assert entry["heldout_frames"] == 4 * 4 * 4  # 4 held-out images x 4 classes x 4 variants
+    assert entry["heldout_frames"] == 4 * 4 * 8  # 4 held-out images x 4 classes x 8 variants
     assert f"{entry['accuracy']:.1%}" in printed
     assert f"on {entry['heldout_frames']} held-out synthetic frames" in printed
     onnx.checker.check_model(str(folder / "router.onnx"), full_check=True)
     session = ort.InferenceSession(str(folder / "router.onnx"))
     logits = session.run(None, {"image": router_input(PIXELS, (64, 64))})[0]
     assert logits.shape == (1, 4) and np.isfinite(logits).all()
+
+
+def test_router_training_varies_scenes_but_not_the_heldout_frames() -> None:
+    from gpmask.export.router import RouterSettings, _vary_scene, router_examples
+
+    rng = np.random.default_rng(3)
+    crop = rng.random((20, 30, 3), dtype=np.float32)
+    plain = RouterSettings(exposure=(1.0, 1.0), gamma=(1.0, 1.0))
+    turned = _vary_scene(crop, plain, np.random.default_rng(0))
+    assert turned.shape in {(20, 30, 3), (30, 20, 3)}  # turned, colours shuffled, same values
+    assert not np.array_equal(turned, crop)
+    np.testing.assert_allclose(np.sort(turned, axis=None), np.sort(crop, axis=None), rtol=1e-6)
+    exposed = _vary_scene(crop, RouterSettings(exposure=(0.5, 0.5), gamma=(2.0, 2.0)),
+                          np.random.default_rng(0))
+    np.testing.assert_allclose(np.sort(exposed, axis=None),
+                               np.sort((crop * 0.5) ** 2, axis=None), rtol=1e-5)
+
+    image = rng.random((64, 64, 3), dtype=np.float32)
+    settings = RouterSettings(input_size=(32, 32))
+    held, labels = router_examples([image], [CLEAR], settings, 3, seed=1, augment=False)
+    again, _ = router_examples([image], [CLEAR], settings, 3, seed=1, augment=False)
+    varied, _ = router_examples([image], [CLEAR], settings, 3, seed=1, augment=True)
+    assert held.shape == (3, 3, 32, 32) and labels.tolist() == [0, 0, 0]
+    np.testing.assert_array_equal(held, again)
+    assert not np.array_equal(held, varied)
 
 
 def _weather_clip(weathers: list[str], size: int = 96) -> list[Frame]:

@@ -23,8 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", help="bundle with a router (default: export the demo model)")
     parser.add_argument("--frames", type=int, default=96, help="clip length (default 96)")
     parser.add_argument("--size", type=int, default=192, help="frame side in pixels (default 192)")
-    parser.add_argument("--router-steps", type=int, default=300,
-                        help="router training steps when the demo trains it (default 300)")
+    parser.add_argument("--router-steps", type=int, default=600,
+                        help="router training steps when the demo trains it (default 600)")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

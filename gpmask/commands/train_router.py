@@ -7,7 +7,7 @@ accuracy on held-out synthetic frames (clean images never used in training).
 
 examples:
   gpmask train-router bundle/
-  gpmask train-router bundle/ --steps 600
+  gpmask train-router bundle/ --steps 1200
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import argparse
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    parser.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
     parser.add_argument("--input-size", type=int, default=96,
                         help="side of the downscaled frame the router sees (default 96)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")

@@ -7,6 +7,14 @@ severities, then turned into uint8 BGR frames and downscaled by the runtime's ow
 :func:`~gpmask.runtime.routing.router_input`, so training sees exactly what the
 loop will feed it. Accuracy is measured on frames made from held-out clean images
 that training never sees, printed, and stored in the manifest's ``router`` entry.
+
+A dozen training pictures are few scenes: a classifier trained on their crops as
+they are learns the scenes and reaches about 50% on held-out ones. Each training
+crop is therefore turned a random quarter turn, its colour channels shuffled and its
+exposure and gamma changed *before* the weather is rendered (so the weather itself
+stays physically the same); on the held-out sample images this lifts accuracy from
+about 50% to about 75%, nearly all of the remaining errors being clear frames and
+light raindrops taken for each other.
 """
 
 from __future__ import annotations
@@ -29,14 +37,16 @@ ROUTER_FILE = "router.onnx"
 class RouterSettings:
     """How the router is trained."""
 
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 32
     learning_rate: float = 3e-3
     input_size: tuple[int, int] = (96, 96)
-    variants: int = 8  # degraded crops per (image, class) in the training pool
-    heldout_variants: int = 4
+    variants: int = 24  # degraded crops per (image, class) in the training pool
+    heldout_variants: int = 8
     crop_fraction: tuple[float, float] = (0.2, 0.6)  # crop side / shorter image side
     severity: tuple[float, float] = (0.6, 1.3)
+    exposure: tuple[float, float] = (0.6, 1.2)  # gain on training crops before the weather
+    gamma: tuple[float, float] = (0.7, 1.4)  # and the gamma after it
     seed: int = 0
 
 
@@ -63,9 +73,13 @@ class RouterReport:
 
 def router_examples(
     images: list[np.ndarray], classes: list[str], settings: RouterSettings, variants: int,
-    seed: int,
+    seed: int, augment: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Router inputs (N x 3 x H x W float32) and class indices for every image and class."""
+    """Router inputs (N x 3 x H x W float32) and class indices for every image and class.
+
+    ``augment`` varies each clean crop's orientation, colours and exposure
+    (:func:`_vary_scene`); held-out examples are made without it.
+    """
     from gpmask.data.synthetic import degrade
 
     rng = np.random.default_rng(seed)
@@ -74,6 +88,8 @@ def router_examples(
         for label, name in enumerate(classes):
             for _ in range(variants):
                 crop = _random_crop(image, settings.crop_fraction, rng)
+                if augment:
+                    crop = _vary_scene(crop, settings, rng)
                 if name != CLEAR:
                     severity = float(rng.uniform(*settings.severity))
                     crop = degrade(crop, name, seed=int(rng.integers(2**31)), severity=severity)
@@ -92,6 +108,15 @@ def _random_crop(
     top = int(rng.integers(0, height - side + 1))
     left = int(rng.integers(0, width - side + 1))
     return np.ascontiguousarray(image[top : top + side, left : left + side])
+
+
+def _vary_scene(
+    crop: np.ndarray, settings: RouterSettings, rng: np.random.Generator
+) -> np.ndarray:
+    """Another scene from the same pixels: a quarter turn, shuffled channels, new exposure."""
+    turned = np.rot90(crop, int(rng.integers(4)))[:, :, rng.permutation(3)]
+    exposed = np.clip(turned * rng.uniform(*settings.exposure), 0.0, 1.0)
+    return np.ascontiguousarray(exposed ** rng.uniform(*settings.gamma), dtype=np.float32)
 
 
 def train_router(
@@ -127,11 +152,11 @@ def train_router(
     started = time.perf_counter()
     train_x, train_y = router_examples(
         train_images if train_images is not None else sample_images("train"),
-        classes, settings, settings.variants, settings.seed,
+        classes, settings, settings.variants, settings.seed, augment=True,
     )
     test_x, test_y = router_examples(
         heldout_images if heldout_images is not None else sample_images("heldout"),
-        classes, settings, settings.heldout_variants, settings.seed + 1,
+        classes, settings, settings.heldout_variants, settings.seed + 1, augment=False,
     )
 
     torch.manual_seed(settings.seed)
