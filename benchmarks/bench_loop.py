@@ -15,23 +15,16 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from bench_runtime_memory import export_demo_bundle
+from bench_switching import frames_per_second
 
 from gpmask.runtime import Restorer
 from gpmask.runtime.demo import make_clip, write_video
 from gpmask.runtime.loop import run_loop
 from gpmask.runtime.routing import FixedRouter
 from gpmask.runtime.video import VideoFileSink, open_source, read_video
-
-
-def restore_fps(restorer: Restorer, frames: list, weather: str) -> float:
-    start = time.perf_counter()
-    for frame in frames:
-        restorer.restore(frame, weather, bgr=True)
-    return len(frames) / (time.perf_counter() - start)
 
 
 def loop_fps(restorer: Restorer, video: Path, output: Path, weather: str) -> float:
@@ -58,10 +51,10 @@ def main() -> None:
         video = folder / "input.avi"
         write_video(video, clip.degraded, 25)
         frames = read_video(video)
-        restore_fps(restorer, frames[:4], weather)  # warm-up
+        frames_per_second(restorer, frames[:4], [weather])  # warm-up
         alone, looped = [], []
         for _ in range(args.rounds):
-            alone.append(restore_fps(restorer, frames, weather))
+            alone.append(frames_per_second(restorer, frames, [weather]))
             looped.append(loop_fps(restorer, video, folder / "output.avi", weather))
     alone_fps, loop_median = statistics.median(alone), statistics.median(looped)
     print(f"backend {restorer.backend_name}, weather {weather}, {args.size}x{args.size}, "
