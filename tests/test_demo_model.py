@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpmask.masking.checkpoint import SHIPPED_CHECKPOINTS, MaskedCheckpoint, resolve_checkpoint
+from tests.conftest import RAINDROP_GAP
 
 DEMO = SHIPPED_CHECKPOINTS["demo"]
 
@@ -49,14 +50,6 @@ def demo_eval(tmp_path_factory) -> dict:
     assert result.returncode == 0, result.stderr
     assert "| rain |" in result.stdout
     return json.loads(Path(out).read_text())["results"]
-
-
-#: The tiny demo network has not learned to remove synthetic raindrops (they replace the
-#: scene behind them, so removing them is inpainting): its raindrop output is within
-#: 0.1 dB of the input. Strict, so the mark must go once a retrained demo passes.
-RAINDROP_GAP = pytest.mark.xfail(
-    strict=True, reason="demo model does not yet restore synthetic raindrops (+0.0 dB)"
-)
 
 
 @pytest.mark.parametrize("weather", ["rain", pytest.param("raindrop", marks=RAINDROP_GAP), "snow"])
