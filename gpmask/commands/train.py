@@ -60,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["mean", "uncertainty", "frozen"],
         help="how stage 2 updates the common values",
     )
-    parser.add_argument("--loss", choices=["charbonnier", "l1"])
+    parser.add_argument("--loss", choices=["charbonnier", "l1", "mse"])
     parser.add_argument(
         "--perceptual-weights", help="local VGG-16 state dict for a perceptual term"
     )

@@ -10,8 +10,13 @@ physics the public sets were made with, loosely:
   motion-blur line kernel at one common wind angle, longer, thicker and brighter in
   the near layers, screen-blended onto the hazy image;
 - **raindrop**: water drops on the lens act as small wide-angle lenses; each drop
-  shows a defocused, minified and flipped view of the scene around it, with soft
-  edges and a bright rim (as in the Raindrop set);
+  shows a defocused, minified and flipped view of the scene around it, with a bright
+  rim (as in the Raindrop set). The camera is focused on the scene, far behind the
+  glass, so the whole drop layer (silhouettes, the views inside and the rims) is out
+  of focus: it is blurred by one lens defocus, which makes drops soft blobs whose
+  edges, and small drops altogether, are partly transparent. Drops are 8-32 px
+  across, a few percent of the <= 512 px frames the sample images are scaled to, as
+  drops typically are in the Raindrop set's frames;
 - **snow**: layers of flakes from far (many, tiny, faint) to near (few, large,
   blurred), alpha-blended in white, with a faint veil (as in Snow100K).
 
@@ -74,12 +79,15 @@ SNOW_LAYERS = (
 )
 
 #: Raindrops: candidate drops per pixel (a drop is kept when its draw is below
-#: severity * RAINDROP_KEEP), radius range in pixels, and defocus of the scene seen
-#: through a drop.
-RAINDROP_CANDIDATES_PER_PIXEL = 1 / 900
+#: severity * RAINDROP_KEEP), radius range in pixels, defocus of the scene seen
+#: through a drop, opacity range of a drop's silhouette, and the camera's defocus of
+#: the drop layer (Gaussian sigma in pixels; the camera focuses past the glass).
+RAINDROP_CANDIDATES_PER_PIXEL = 1 / 500
 RAINDROP_KEEP = 0.6
-RAINDROP_RADIUS = (5.0, 24.0)
+RAINDROP_RADIUS = (4.0, 16.0)
 RAINDROP_DEFOCUS_SIGMA = 2.5
+RAINDROP_OPACITY = (0.85, 1.0)
+RAINDROP_LENS_SIGMA = 3.0
 
 
 def degrade(clean: np.ndarray, weather: str, seed: int, severity: float = 1.0) -> np.ndarray:
@@ -200,7 +208,7 @@ def _raindrop(image: np.ndarray, streams: np.random.SeedSequence, severity: floa
     tilts = shape_rng.uniform(0.0, np.pi, count)
     zooms = shape_rng.uniform(1.5, 3.0, count)  # how much wider the drop's view is
     offsets = shape_rng.uniform(-0.5, 0.5, (count, 2)) * radii[:, None]
-    opacities = shape_rng.uniform(0.85, 1.0, count)
+    opacities = shape_rng.uniform(*RAINDROP_OPACITY, count)
     rim_strengths = shape_rng.uniform(0.12, 0.3, count)
 
     map_x, map_y = (grid.astype(np.float32) for grid in np.meshgrid(np.arange(width),
@@ -231,12 +239,21 @@ def _raindrop(image: np.ndarray, streams: np.random.SeedSequence, severity: floa
         ring = np.exp(-(((radius - 0.92) / 0.06) ** 2)) * rim_strengths[i]
         rim[box] = np.maximum(rim[box], ring.astype(np.float32))
 
+    # The camera is focused on the scene, far behind the glass: everything on the
+    # glass, the drops' silhouettes, the views inside them and their rims, is blurred
+    # by the same lens defocus. The blurred silhouette is the drop's coverage, so drop
+    # edges (and whole drops smaller than the blur) let the sharp scene show through.
     defocused = cv2.GaussianBlur(image, (0, 0), RAINDROP_DEFOCUS_SIGMA)
     refracted = cv2.remap(defocused, map_x, map_y, cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REFLECT)
-    alpha = cv2.GaussianBlur(alpha, (0, 0), 1.2)[..., None]
-    rim = cv2.GaussianBlur(rim, (0, 0), 0.8)[..., None]
-    dropped = image * (1.0 - alpha) + refracted * alpha
+    lens = RAINDROP_LENS_SIGMA
+    drops = cv2.GaussianBlur(refracted * alpha[..., None], (0, 0), lens)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), lens)[..., None]
+    rim = cv2.GaussianBlur(rim, (0, 0), lens)[..., None]
+    # Below one 8-bit level the blur's tails are no drop: the scene stays exact there.
+    clear = alpha < 1 / 255
+    alpha, drops, rim = (np.where(clear, 0.0, x).astype(np.float32) for x in (alpha, drops, rim))
+    dropped = image * (1.0 - alpha) + drops
     return dropped + rim * (1.0 - dropped)
 
 

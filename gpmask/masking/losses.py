@@ -1,4 +1,4 @@
-"""Restoration losses: Charbonnier or L1 on every output scale, plus an optional perceptual term.
+"""Restoration losses: Charbonnier, L1 or MSE on every output scale, plus optional perceptual.
 
 The perceptual term compares VGG-16 features and needs that network's weights in a
 local file (a torchvision-layout ``vgg16`` state dict); gpmask never downloads them.
@@ -25,9 +25,17 @@ def l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (prediction - target).abs().mean()
 
 
+def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error: the quantity PSNR measures. Unlike an L1-like loss, whose
+    optimum is the conditional median, it rewards a partial correction of pixels the
+    network is unsure about (a pixel that may or may not lie under a raindrop)."""
+    return ((prediction - target) ** 2).mean()
+
+
 PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "charbonnier": charbonnier,
     "l1": l1,
+    "mse": mse,
 }
 
 #: VGG-16 convolution widths; "M" is a 2x2 max-pool (torchvision's ``features`` layout).
