@@ -15,8 +15,8 @@ PRESETS: dict[str, TrainConfig] = {
     "demo": TrainConfig(
         arch="tiny",
         weathers=["rain", "raindrop", "snow"],
-        base_steps=1800,
-        masked_steps=1200,
+        base_steps=1400,
+        masked_steps=1600,
         selection_steps=150,
         batch_size=8,
         crop=64,
