@@ -180,6 +180,6 @@ def build_bundle_engines(
                 shapes=shape_range.to_dict(), strongly_typed=True,
             )
         )
+        bundle.save()  # each engine recorded as it lands: a later failure leaves no stale hash
         written.append(relative)
-    bundle.save()
     return written

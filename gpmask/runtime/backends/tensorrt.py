@@ -10,8 +10,8 @@ copied or rebound (buffers are rebound only when the frame size changes).
 
 Written against the documented Python API of TensorRT 10.x and 11.x:
 ``ICudaEngine.device_memory_size_v2`` and ``IExecutionContext.set_device_memory(ptr,
-size)`` (10.1 and later; 11.x removed ``device_memory_size`` and the ``device_memory``
-attribute, which only 10.0 needs), ``create_execution_context(strategy)`` (10.0 and
+size)`` (10.1 and later; 11.x removed ``device_memory_size``, and the older
+``device_memory`` attribute is not used), ``create_execution_context(strategy)`` (10.0 and
 later; replaces ``create_execution_context_without_device_memory``), named I/O tensors
 with ``set_input_shape``/``set_tensor_address`` and ``execute_async_v3``. CUDA comes
 from Polygraphy's CUDA wrapper (device arrays, streams, and the CUDA runtime library it
@@ -170,7 +170,11 @@ class TensorRTBackend(Backend):
                 raise GpmaskError(problem)
         verify_files(bundle, [bundle.root / r["path"] for r in records.values()])
 
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        logger = trt.Logger(trt.Logger.WARNING)
+        # The ONNX parser may have mapped an op to one of TensorRT's plugins at build time;
+        # the engine only deserializes once the plugin library is registered.
+        trt.init_libnvinfer_plugins(logger, "")
+        self._runtime = trt.Runtime(logger)
         self.engines = {}
         for weather, record in records.items():
             plan = (bundle.root / record["path"]).read_bytes()
@@ -201,6 +205,7 @@ class TensorRTBackend(Backend):
 
     def _bind(self, shape: tuple[int, ...]) -> None:
         """Set ``shape`` on every context and bind them all to the same I/O buffers."""
+        self._shape = None  # until every context accepts it: a refusal forces a full rebind
         for weather, context in self.contexts.items():
             if not context.set_input_shape(self._input, shape):
                 raise GpmaskError(
@@ -229,7 +234,9 @@ class TensorRTBackend(Backend):
         return host_out.astype(np.float32, copy=False)
 
     def close(self) -> None:
-        # Contexts before engines before the memory they point at.
+        # Contexts before engines before the memory they point at; a second call is a no-op.
+        if not self.contexts:
+            return
         self.contexts.clear()
         self.engines.clear()
         for buffer in (self._device_in, self._device_out, self.scratch):
