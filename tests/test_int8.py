@@ -122,11 +122,31 @@ def test_cpu_scheme_has_uint8_activations_and_int32_bias(bundle_dir: Path) -> No
     assert any(v.dtype == np.int32 for v in values.values())
 
 
-@pytest.mark.parametrize("precision", ["int8", "int8-cpu"])
-def test_conv_transpose_is_quantized_per_output_channel_and_runs(
-    bundle_dir: Path, precision: str
-) -> None:
+def test_cpu_scheme_quantizes_upsampling_as_subpixel_convolutions(bundle_dir: Path) -> None:
+    """ONNX Runtime has no quantized ConvTranspose: int8-cpu has Conv + DepthToSpace instead."""
+    calibrate_bundle(bundle_dir, "int8-cpu", CalibrationOptions(max_psnr_drop=100, **FAST))
+    bundle = Bundle.open(bundle_dir)
+    model = _load(bundle, "rain", "int8-cpu")
+    fp32 = onnx.load(bundle.graph_path("rain"))
+    deconvs = [n for n in fp32.graph.node if n.op_type == "ConvTranspose"]
+    assert deconvs and not any(n.op_type == "ConvTranspose" for n in model.graph.node)
+    producers = {out: n for n in model.graph.node for out in n.output}
+    shuffles = [n for n in model.graph.node if n.op_type == "DepthToSpace"]
+    assert len(shuffles) == len(deconvs)
+    for shuffle in shuffles:  # DequantizeLinear -> DepthToSpace, fed by Q <- Conv <- DQ(weight)
+        conv = producers[producers[producers[shuffle.input[0]].input[0]].input[0]]
+        assert conv.op_type == "Conv"
+        assert producers[conv.input[1]].op_type == "DequantizeLinear"
+    session = onnxruntime.InferenceSession(str(bundle.graph_path("rain", "int8-cpu")))
+    frame = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    reference = onnxruntime.InferenceSession(str(bundle.graph_path("rain")))
+    restored = session.run(None, {"image": frame})[0]
+    assert np.abs(restored - reference.run(None, {"image": frame})[0]).max() < 0.1
+
+
+def test_conv_transpose_is_quantized_per_output_channel_and_runs(bundle_dir: Path) -> None:
     """ConvTranspose weights are (in, out, kH, kW): scales follow axis 1, as the bias does."""
+    precision = "int8"
     calibrate_bundle(bundle_dir, precision, CalibrationOptions(max_psnr_drop=100, **FAST))
     bundle = Bundle.open(bundle_dir)
     model = _load(bundle, "rain", precision)
@@ -222,7 +242,10 @@ def test_second_run_reuses_the_cached_calibration(bundle_dir: Path) -> None:
     assert not any(entry["calibrated_now"] for entry in second.values())
     assert sorted((bundle_dir / "calibration").iterdir()) == caches
     assert sha256_file(bundle_dir / "snow.int8.onnx") == graph_hash
-    # The CPU scheme reads the same ranges; other settings compute new ones.
+    # The CPU scheme quantizes a graph with its upsampling rewritten: ranges of its own,
+    # cached in turn; other settings compute new ones.
+    cpu = calibrate_bundle(bundle_dir, "int8-cpu", options)
+    assert all(entry["calibrated_now"] for entry in cpu.values())
     cpu = calibrate_bundle(bundle_dir, "int8-cpu", options)
     assert not any(entry["calibrated_now"] for entry in cpu.values())
     changed = calibrate_bundle(bundle_dir, "int8", CalibrationOptions(

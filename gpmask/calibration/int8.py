@@ -1,7 +1,9 @@
 """INT8 Q/DQ graphs by ONNX Runtime's static quantization, with a calibration cache.
 
-Two schemes, one calibration: the activation ranges a weather's frames produce do not
-depend on how they are later turned into scales, so both schemes read the same cache.
+Two schemes. The activation ranges a weather's frames produce do not depend on how
+they are later turned into scales, so schemes quantizing the same graph read the same
+cache; ``int8-cpu`` quantizes a graph with its upsampling rewritten, with ranges of its
+own.
 
 - ``int8``: what TensorRT (10 and 11, strongly typed) wants: explicit
   QuantizeLinear/DequantizeLinear pairs, int8 activations *and* weights, symmetric
@@ -9,7 +11,9 @@ depend on how they are later turned into scales, so both schemes read the same c
   float (TensorRT fuses them into the convolution itself).
 - ``int8-cpu``: what ONNX Runtime's x86 kernels run fastest (U8S8): uint8 asymmetric
   activations, int8 symmetric per-channel weights, int32 biases, so that its graph
-  optimiser fuses each DQ-Conv-Q group into one QLinearConv.
+  optimiser fuses each DQ-Conv-Q group into one QLinearConv; upsampling transposed
+  convolutions are first rewritten as convolutions (:mod:`gpmask.calibration.subpixel`),
+  since ONNX Runtime has no quantized ConvTranspose.
 
 The cache is ONNX Runtime's own calibration-cache JSON, stored under
 ``BUNDLE/calibration/`` with a file name that is a hash of the graph, the frames and the
@@ -50,6 +54,7 @@ class Int8Scheme:
     activations_unsigned: bool
     activations_symmetric: bool
     quantize_bias: bool
+    subpixel_upsampling: bool
 
     def quantize_options(self) -> dict:
         """``extra_options`` for ``quantize_static`` (the calibration-side options excluded)."""
@@ -62,9 +67,9 @@ class Int8Scheme:
 
 SCHEMES = {
     "int8": Int8Scheme("int8", activations_unsigned=False, activations_symmetric=True,
-                       quantize_bias=False),
+                       quantize_bias=False, subpixel_upsampling=False),
     "int8-cpu": Int8Scheme("int8-cpu", activations_unsigned=True, activations_symmetric=False,
-                           quantize_bias=True),
+                           quantize_bias=True, subpixel_upsampling=True),
 }
 
 

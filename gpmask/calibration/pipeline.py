@@ -9,9 +9,12 @@ report says what each one costs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,10 +32,11 @@ from gpmask.calibration.frames import (
     synthetic_calibration_frames,
 )
 from gpmask.calibration.graph_set import save_precision_graphs
-from gpmask.calibration.int8 import CACHE_FOLDER, SCHEMES, Calibration
+from gpmask.calibration.int8 import CACHE_FOLDER, SCHEMES, Calibration, Int8Scheme
 from gpmask.calibration.options import CalibrationOptions
 from gpmask.calibration.quality import cpu_session, run_frames, score
 from gpmask.calibration.report import update_report
+from gpmask.calibration.subpixel import subpixel_upsampling
 from gpmask.errors import GpmaskError
 
 PRECISIONS = ("fp16", *SCHEMES)
@@ -104,19 +108,39 @@ def _graph_digest(bundle: Bundle, weather: str) -> str:
     return hashlib.sha256(" ".join(hashes).encode()).hexdigest()
 
 
+@contextlib.contextmanager
+def _graph_to_quantize(
+    bundle: Bundle, weather: str, scheme: Int8Scheme
+) -> Iterator[tuple[Path, str]]:
+    """The fp32 graph ``scheme`` quantizes (rewritten in a temporary folder if the scheme
+    asks for sub-pixel upsampling), and the digest standing for its content."""
+    path, digest = bundle.graph_path(weather), _graph_digest(bundle, weather)
+    with tempfile.TemporaryDirectory(prefix="gpmask-subpixel-") as folder:
+        if scheme.subpixel_upsampling:
+            model, rewritten = subpixel_upsampling(onnx.load(path))
+            if rewritten:
+                path = Path(folder) / path.name
+                onnx.save(model, path, save_as_external_data=True,
+                          location=f"{path.name}.data")
+                digest = hashlib.sha256(f"{digest} subpixel".encode()).hexdigest()
+        yield path, digest
+
+
 def _int8(bundle: Bundle, weathers: list[str], precision: str, options: CalibrationOptions):
     scheme = SCHEMES[precision]
     entries, models = {}, {}
     for weather in tqdm(weathers, desc=precision, unit="graph"):
-        calibration = Calibration(
-            graph=bundle.graph_path(weather),
-            graph_digest=_graph_digest(bundle, weather),
-            frames=_calibration_frames(bundle, weather, options),
-            method=options.method,
-            cache_folder=bundle.root / CACHE_FOLDER,
-        )
         frames, fp32_outputs = _reference(bundle, weather, options)
-        result = fit_budget(calibration, scheme, frames, fp32_outputs, options.max_psnr_drop)
+        with _graph_to_quantize(bundle, weather, scheme) as (graph, digest):
+            calibration = Calibration(
+                graph=graph,
+                graph_digest=digest,
+                frames=_calibration_frames(bundle, weather, options),
+                method=options.method,
+                cache_folder=bundle.root / CACHE_FOLDER,
+            )
+            result = fit_budget(calibration, scheme, frames, fp32_outputs,
+                                options.max_psnr_drop)
         if not result.fits:
             warnings.warn(
                 f"{weather} {precision}: PSNR drop {result.scores.drop:.3f} dB exceeds the "

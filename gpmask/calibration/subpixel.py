@@ -1,0 +1,123 @@
+"""Upsampling transposed convolutions rewritten as convolution + DepthToSpace, for int8 on the CPU.
+
+ONNX Runtime's CPU kernels have no quantized ConvTranspose: in a U8S8 graph each one
+stays in fp32 between a DequantizeLinear and a QuantizeLinear, and on the demo network
+the two upsampling layers took 19 % of the int8 run. A transposed convolution whose
+output is exactly ``stride`` times its input is the same map as an ordinary
+convolution with ``stride**2`` times the output channels followed by DepthToSpace
+("sub-pixel convolution"): output pixel ``s*m + a`` only ever sees input pixels
+``m + d`` through kernel tap ``a + pad - s*d``. As a Conv it is quantized into a
+QLinearConv like every other layer (measured on the demo network: int8-cpu 18 %
+faster at 256x256, 12 % at 720p). Only the ``int8-cpu`` scheme uses it: in fp32 the
+convolution form does more multiply-accumulates (2.25x for kernel 4, stride 2) and
+was no faster, and TensorRT quantizes deconvolutions itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def subpixel_upsampling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` with every eligible ConvTranspose rewritten; and how many were.
+
+    Eligible: 2-D, one group, no dilation, explicit symmetric pads, weights (and bias)
+    given as initializers, and an output exactly ``stride`` times the input in both
+    directions (``kernel - 2*pad - stride + output_padding == 0``). Others are left as
+    they are. ``model`` must hold its initializers in memory.
+    """
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    graph = rewritten.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    nodes, replaced, count = [], set(), 0
+    for node in graph.node:
+        plan = _plan(node, initializers) if node.op_type == "ConvTranspose" else None
+        if plan is None:
+            nodes.append(node)
+            continue
+        weight, bias, stride, pad = plan
+        replaced.update(node.input[1:])
+        count += 1
+        kernel, reach = _subpixel_kernel(weight, stride, pad)
+        name = node.name or node.output[0]
+        inputs = [node.input[0], f"{name}.subpixel.weight"]
+        graph.initializer.append(numpy_helper.from_array(kernel, inputs[1]))
+        if bias is not None:
+            inputs.append(f"{name}.subpixel.bias")
+            graph.initializer.append(numpy_helper.from_array(
+                np.repeat(bias, stride * stride), inputs[2]))
+        phases = f"{name}.subpixel.phases"
+        nodes.append(helper.make_node(
+            "Conv", inputs, [phases], name=f"{name}.subpixel.conv",
+            kernel_shape=list(kernel.shape[2:]), pads=[reach] * 4,
+        ))
+        nodes.append(helper.make_node(
+            "DepthToSpace", [phases], [node.output[0]], name=f"{name}.subpixel.shuffle",
+            blocksize=stride, mode="CRD",
+        ))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used or t.name not in replaced]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return rewritten, count
+
+
+def _plan(
+    node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]
+) -> tuple[np.ndarray, np.ndarray | None, int, int] | None:
+    """``(weight, bias, stride, pad)`` when ``node`` can be rewritten, else None."""
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.input[1] not in initializers or (
+        len(node.input) > 2 and node.input[2] and node.input[2] not in initializers
+    ):
+        return None
+    weight = numpy_helper.to_array(initializers[node.input[1]])
+    if weight.ndim != 4 or attributes.get("group", 1) != 1 or "output_shape" in attributes:
+        return None
+    if attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return None
+    if any(d != 1 for d in attributes.get("dilations", [1, 1])):
+        return None
+    strides = list(attributes.get("strides", [1, 1]))
+    pads = list(attributes.get("pads", [0, 0, 0, 0]))
+    extra = list(attributes.get("output_padding", [0, 0]))
+    stride, pad = strides[0], pads[0]
+    if strides != [stride] * 2 or pads != [pad] * 4 or stride < 2:
+        return None
+    if any(k - 2 * pad - stride + e != 0 for k, e in zip(weight.shape[2:], extra, strict=True)):
+        return None
+    bias = (numpy_helper.to_array(initializers[node.input[2]])
+            if len(node.input) > 2 and node.input[2] else None)
+    return weight, bias, stride, pad
+
+
+def _subpixel_kernel(weight: np.ndarray, stride: int, pad: int) -> tuple[np.ndarray, int]:
+    """The convolution kernel (out*stride^2, in, 2r+1, 2r+1) and its reach r.
+
+    Output channel ``c*stride^2 + a*stride + b`` (DepthToSpace's CRD order) holds the
+    phase ``(a, b)`` of ConvTranspose output channel ``c``; at input offset ``d`` the
+    phase ``a`` uses tap ``a + pad - stride*d`` of the transposed kernel.
+    """
+    channels_in, channels_out, height, width = weight.shape
+    offsets = {}
+    for axis, size in ((0, height), (1, width)):
+        offsets[axis] = [
+            (a, d, a + pad - stride * d)
+            for a in range(stride)
+            for d in range(-size, size + 1)
+            if 0 <= a + pad - stride * d < size
+        ]
+    reach = max(abs(d) for axis in offsets.values() for _, d, _ in axis)
+    kernel = np.zeros(
+        (channels_out * stride * stride, channels_in, 2 * reach + 1, 2 * reach + 1), weight.dtype
+    )
+    rows = np.arange(channels_out) * stride * stride
+    for a, dy, ky in offsets[0]:
+        for b, dx, kx in offsets[1]:
+            kernel[rows + a * stride + b, :, dy + reach, dx + reach] = weight[:, :, ky, kx].T
+    return kernel, reach
