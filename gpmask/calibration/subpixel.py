@@ -104,20 +104,23 @@ def _subpixel_kernel(weight: np.ndarray, stride: int, pad: int) -> tuple[np.ndar
     phase ``a`` uses tap ``a + pad - stride*d`` of the transposed kernel.
     """
     channels_in, channels_out, height, width = weight.shape
-    offsets = {}
-    for axis, size in ((0, height), (1, width)):
-        offsets[axis] = [
-            (a, d, a + pad - stride * d)
-            for a in range(stride)
-            for d in range(-size, size + 1)
-            if 0 <= a + pad - stride * d < size
-        ]
-    reach = max(abs(d) for axis in offsets.values() for _, d, _ in axis)
+    row_taps, column_taps = _taps(height, stride, pad), _taps(width, stride, pad)
+    reach = max(abs(d) for _, d, _ in row_taps + column_taps)
     kernel = np.zeros(
         (channels_out * stride * stride, channels_in, 2 * reach + 1, 2 * reach + 1), weight.dtype
     )
     rows = np.arange(channels_out) * stride * stride
-    for a, dy, ky in offsets[0]:
-        for b, dx, kx in offsets[1]:
+    for a, dy, ky in row_taps:
+        for b, dx, kx in column_taps:
             kernel[rows + a * stride + b, :, dy + reach, dx + reach] = weight[:, :, ky, kx].T
     return kernel, reach
+
+
+def _taps(size: int, stride: int, pad: int) -> list[tuple[int, int, int]]:
+    """``(phase, input offset, kernel tap)`` of every tap along one axis of ``size`` taps."""
+    return [
+        (a, d, a + pad - stride * d)
+        for a in range(stride)
+        for d in range(-size, size + 1)
+        if 0 <= a + pad - stride * d < size
+    ]
