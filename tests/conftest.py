@@ -9,13 +9,6 @@ import pytest
 
 from gpmask.masking.checkpoint import MaskedCheckpoint
 
-#: The shipped tiny demo network removes out-of-focus synthetic raindrops only partly:
-#: its raindrop output is about 2 dB above the input, short of 3 dB. Strict, so the
-#: mark must go once a retrained demo passes.
-RAINDROP_GAP = pytest.mark.xfail(
-    strict=True, reason="demo model restores synthetic raindrops by about +2 dB, not yet +3 dB"
-)
-
 #: A very small MultiScaleUNet so graphs export and run in well under a second.
 SMALL_ARCH = ("msunet", {"base_channels": 4, "num_res_blocks": 1})
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from gpmask.masking.checkpoint import SHIPPED_CHECKPOINTS, MaskedCheckpoint, resolve_checkpoint
-from tests.conftest import RAINDROP_GAP
 
 DEMO = SHIPPED_CHECKPOINTS["demo"]
 
@@ -50,6 +49,14 @@ def demo_eval(tmp_path_factory) -> dict:
     assert result.returncode == 0, result.stderr
     assert "| rain |" in result.stdout
     return json.loads(Path(out).read_text())["results"]
+
+
+#: The shipped tiny demo network removes out-of-focus synthetic raindrops only partly:
+#: its raindrop output is about 2 dB above the input, short of 3 dB. Strict, so the
+#: mark must go once a retrained demo passes.
+RAINDROP_GAP = pytest.mark.xfail(
+    strict=True, reason="demo model restores synthetic raindrops by about +2 dB, not yet +3 dB"
+)
 
 
 @pytest.mark.parametrize("weather", ["rain", pytest.param("raindrop", marks=RAINDROP_GAP), "snow"])
