@@ -34,20 +34,11 @@ import numpy as np
 CONFIGS = ("one", "all", "independent")
 
 
-def memory_kib() -> dict[str, int]:
-    """VmRSS and VmHWM of this process, in KiB."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
-    return fields
-
-
 def child(bundle_dir: str, config: str, height: int, width: int) -> dict[str, object]:
     """Load ``config`` and restore one frame per loaded weather; report memory."""
     import onnxruntime as ort
 
+    from gpmask.bench.memory import rss_mib
     from gpmask.bundle import Bundle
     from gpmask.runtime.backends.onnxruntime import OnnxRuntimeBackend, SessionSettings
     from gpmask.runtime.frames import pad_reflect
@@ -56,7 +47,7 @@ def child(bundle_dir: str, config: str, height: int, width: int) -> dict[str, ob
     settings = SessionSettings()
     frame = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
     batch = pad_reflect(frame, bundle.size_multiple)
-    before = memory_kib()
+    before = rss_mib()
     if config == "independent":
         sessions = {}
         for weather in (*bundle.weathers, "common"):
@@ -73,9 +64,9 @@ def child(bundle_dir: str, config: str, height: int, width: int) -> dict[str, ob
         for weather in backend.weathers:
             backend.run(weather, batch)
         loaded = backend.weathers
-    after = memory_kib()
-    return {"config": config, "weathers": loaded, "rss_kib": after["VmRSS"],
-            "peak_kib": after["VmHWM"], "rss_before_load_kib": before["VmRSS"],
+    after = rss_mib()
+    return {"config": config, "weathers": loaded, "rss_mib": after["rss_mib"],
+            "peak_mib": after["peak_rss_mib"], "rss_before_load_mib": before["rss_mib"],
             "settings": settings.describe()}
 
 
@@ -135,8 +126,8 @@ def main() -> None:
     print(f"frame {height}x{width}, ONNX Runtime CPU, settings {results['all']['settings']}")
     for config, result in results.items():
         print(f"{config:12s} weathers={','.join(result['weathers']):32s} "
-              f"RSS {result['rss_kib'] / 1024:8.1f} MiB  peak {result['peak_kib'] / 1024:8.1f} MiB")
-    for key in ("rss_kib", "peak_kib"):
+              f"RSS {result['rss_mib']:8.1f} MiB  peak {result['peak_mib']:8.1f} MiB")
+    for key in ("rss_mib", "peak_mib"):
         for config in ("all", "independent"):
             ratio = results[config][key] / results["one"][key]
             print(f"{key[:-4]} ratio {config}/one: {ratio:.2f}")

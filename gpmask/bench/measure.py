@@ -141,8 +141,12 @@ def measure_target(
         after = rss_mib()
     finally:
         backend.close()
-    memory = {"rss_before_load_mib": before["rss_mib"], "peak_rss_mib": after["peak_rss_mib"],
-              "peak_rss_above_before_mib": after["peak_rss_mib"] - before["rss_mib"],
+    # The kernel keeps VmHWM lazily from approximate per-CPU counters, so it can read a
+    # fraction of a MiB below a VmRSS sampled inside the same window; the window's peak is
+    # at least every sample taken in it.
+    peak = max(after["peak_rss_mib"], after["rss_mib"], before["rss_mib"])
+    memory = {"rss_before_load_mib": before["rss_mib"], "peak_rss_mib": peak,
+              "peak_rss_above_before_mib": peak - before["rss_mib"],
               "peak_scope": "target" if peak_is_own else "process",
               "device_memory_mib": (max(device_samples) - device_before
                                     if device_samples else None)}
