@@ -144,6 +144,26 @@ def test_cpu_scheme_quantizes_upsampling_as_subpixel_convolutions(bundle_dir: Pa
     assert np.abs(restored - reference.run(None, {"image": frame})[0]).max() < 0.1
 
 
+def test_cpu_scheme_pads_narrow_convolutions_to_16_channels(bundle_dir: Path) -> None:
+    """ONNX Runtime's fast int8 convolution wants >= 16 output channels, multiples of 4."""
+    calibrate_bundle(bundle_dir, "int8-cpu", CalibrationOptions(max_psnr_drop=100, **FAST))
+    bundle = Bundle.open(bundle_dir)
+
+    def output_channels(model: onnx.ModelProto) -> list[int]:
+        """Each Conv's output channels, read through the weight's DequantizeLinear if any."""
+        dims = {t.name: t.dims for t in model.graph.initializer}
+        dequantized = {n.output[0]: n.input[0] for n in model.graph.node
+                       if n.op_type == "DequantizeLinear"}
+        return sorted(dims[dequantized.get(n.input[1], n.input[1])][0]
+                      for n in model.graph.node if n.op_type == "Conv")
+
+    fp32 = output_channels(onnx.load(bundle.graph_path("rain")))
+    int8 = output_channels(_load(bundle, "rain", "int8-cpu"))
+    assert any(c % 4 or c < 16 for c in fp32 if c != 3)
+    # Only the last layer, whose 3 channels are the image, keeps a narrow output.
+    assert [c for c in int8 if c % 4 or c < 16] == [3]
+
+
 def test_conv_transpose_is_quantized_per_output_channel_and_runs(bundle_dir: Path) -> None:
     """ConvTranspose weights are (in, out, kH, kW): scales follow axis 1, as the bias does."""
     precision = "int8"

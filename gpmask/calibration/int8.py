@@ -2,8 +2,7 @@
 
 Two schemes. The activation ranges a weather's frames produce do not depend on how
 they are later turned into scales, so schemes quantizing the same graph read the same
-cache; ``int8-cpu`` quantizes a graph with its upsampling rewritten, with ranges of its
-own.
+cache; ``int8-cpu`` quantizes a rewritten graph, with ranges of its own.
 
 - ``int8``: what TensorRT (10 and 11, strongly typed) wants: explicit
   QuantizeLinear/DequantizeLinear pairs, int8 activations *and* weights, symmetric
@@ -11,9 +10,11 @@ own.
   float (TensorRT fuses them into the convolution itself).
 - ``int8-cpu``: what ONNX Runtime's x86 kernels run fastest (U8S8): uint8 asymmetric
   activations, int8 symmetric per-channel weights, int32 biases, so that its graph
-  optimiser fuses each DQ-Conv-Q group into one QLinearConv; upsampling transposed
-  convolutions are first rewritten as convolutions (:mod:`gpmask.calibration.subpixel`),
-  since ONNX Runtime has no quantized ConvTranspose.
+  optimiser fuses each DQ-Conv-Q group into one QLinearConv. The fp32 graph is first
+  rewritten, exactly, into the shapes those kernels run fastest: upsampling transposed
+  convolutions as convolutions (:mod:`gpmask.calibration.subpixel`), since ONNX Runtime
+  has no quantized ConvTranspose, then narrow convolutions padded with zero channels
+  (:mod:`gpmask.calibration.channel_padding`).
 
 The cache is ONNX Runtime's own calibration-cache JSON, stored under
 ``BUNDLE/calibration/`` with a file name that is a hash of the graph, the frames and the
@@ -54,7 +55,7 @@ class Int8Scheme:
     activations_unsigned: bool
     activations_symmetric: bool
     quantize_bias: bool
-    subpixel_upsampling: bool
+    cpu_graph_rewrites: bool
 
     def quantize_options(self) -> dict:
         """``extra_options`` for ``quantize_static`` (the calibration-side options excluded)."""
@@ -67,9 +68,9 @@ class Int8Scheme:
 
 SCHEMES = {
     "int8": Int8Scheme("int8", activations_unsigned=False, activations_symmetric=True,
-                       quantize_bias=False, subpixel_upsampling=False),
+                       quantize_bias=False, cpu_graph_rewrites=False),
     "int8-cpu": Int8Scheme("int8-cpu", activations_unsigned=True, activations_symmetric=False,
-                           quantize_bias=True, subpixel_upsampling=True),
+                           quantize_bias=True, cpu_graph_rewrites=True),
 }
 
 

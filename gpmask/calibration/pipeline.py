@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from gpmask.bundle import COMMON, Bundle
 from gpmask.calibration.budget import fit_budget
+from gpmask.calibration.channel_padding import pad_convolution_channels
 from gpmask.calibration.fp16 import FP32_OPS, convert_graph
 from gpmask.calibration.frames import (
     Frames,
@@ -113,16 +114,17 @@ def _graph_to_quantize(
     bundle: Bundle, weather: str, scheme: Int8Scheme
 ) -> Iterator[tuple[Path, str]]:
     """The fp32 graph ``scheme`` quantizes (rewritten in a temporary folder if the scheme
-    asks for sub-pixel upsampling), and the digest standing for its content."""
+    asks for the CPU rewrites and any applies), and the digest standing for its content."""
     path, digest = bundle.graph_path(weather), _graph_digest(bundle, weather)
-    with tempfile.TemporaryDirectory(prefix="gpmask-subpixel-") as folder:
-        if scheme.subpixel_upsampling:
-            model, rewritten = subpixel_upsampling(onnx.load(path))
-            if rewritten:
+    with tempfile.TemporaryDirectory(prefix="gpmask-rewrite-") as folder:
+        if scheme.cpu_graph_rewrites:
+            model, upsampling = subpixel_upsampling(onnx.load(path))
+            model, padded = pad_convolution_channels(model)
+            if upsampling or padded:
                 path = Path(folder) / path.name
                 onnx.save(model, path, save_as_external_data=True,
                           location=f"{path.name}.data")
-                digest = hashlib.sha256(f"{digest} subpixel".encode()).hexdigest()
+                digest = hashlib.sha256(f"{digest} subpixel padded".encode()).hexdigest()
         yield path, digest
 
 
