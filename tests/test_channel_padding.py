@@ -71,50 +71,57 @@ def test_padded_channel_counts(channels: int, padded: int) -> None:
     assert padded_channels(channels) == padded
 
 
-def test_padding_keeps_the_outputs_and_pads_every_layer_not_feeding_the_output() -> None:
+def test_padding_keeps_the_outputs_and_widens_every_narrow_layer() -> None:
     model = _u_net_level()
     rewritten, count = pad_convolution_channels(model)
     onnx.checker.check_model(rewritten, full_check=True)
-    # "out" feeds the graph output; the other five are widened to 16 channels.
+    # "out" is the graph output, so it keeps its 3 channels; the rest get 16, and the
+    # two layers reading the 3-channel image read it through one zero Pad to 4.
     assert count == 5
     assert _out_channels(rewritten) == {"head": 16, "block.conv1": 16, "block.conv2": 16,
                                         "branch": 16, "fuse": 16, "out": 3}
     # fuse reads branch (5 of 16 stored) then block (6 of 16 stored).
-    assert _in_channels(rewritten) == {"head": 3, "block.conv1": 16, "block.conv2": 16,
-                                       "branch": 3, "fuse": 32, "out": 16}
+    assert _in_channels(rewritten) == {"head": 4, "block.conv1": 16, "block.conv2": 16,
+                                       "branch": 4, "fuse": 32, "out": 16}
+    assert [n.op_type for n in rewritten.graph.node].count("Pad") == 1
     x = np.random.default_rng(1).normal(size=(1, 3, 9, 11)).astype(np.float32)
     np.testing.assert_allclose(_run(rewritten, x), _run(model, x), rtol=1e-5, atol=1e-5)
     assert _out_channels(model)["head"] == 6  # the input is untouched
 
 
-def test_padding_stops_where_zeros_would_not_stay_zero() -> None:
-    sigmoid = _model([
-        _conv("head", "x", 3, 6),
-        (helper.make_node("Sigmoid", ["head"], ["squashed"]), []),
-        _conv("out", "squashed", 6, 3),
-    ], "out", 3)
-    constant = numpy_helper.from_array(np.ones((1, 6, 1, 1), np.float32), "one")
-    shifted = _model([
-        _conv("head", "x", 3, 6),
-        (helper.make_node("Add", ["head", "one"], ["shifted"]), [constant]),
-        _conv("out", "shifted", 6, 3),
-    ], "out", 3)
-    mixed = _model([  # a padded tensor added to an unpadded one (the input)
-        _conv("head", "x", 3, 3),
-        (helper.make_node("Add", ["head", "x"], ["sum"]), []),
-        _conv("out", "sum", 3, 3),
-    ], "out", 3)
-    for model in (sigmoid, shifted, mixed):
-        rewritten, count = pad_convolution_channels(model)
-        assert count == 0
-        assert _out_channels(rewritten) == _out_channels(model)
+def test_readers_that_would_not_keep_zeros_get_the_real_channels_through_a_slice() -> None:
+    constant = numpy_helper.from_array(np.ones((1, 3, 1, 1), np.float32), "one")
+    cases = {
+        "sigmoid": helper.make_node("Sigmoid", ["head"], ["mid"]),
+        "constant": helper.make_node("Add", ["head", "one"], ["mid"]),
+        "unpadded": helper.make_node("Add", ["head", "x"], ["mid"]),  # x: the 3-channel input
+    }
+    for case, middle in cases.items():
+        model = _model([_conv("head", "x", 3, 3), (middle, [constant]),
+                        _conv("out", "mid", 3, 3)], "out", 3)
+        rewritten, _ = pad_convolution_channels(model, minimum=16, multiple=4)
+        onnx.checker.check_model(rewritten, full_check=True)
+        assert _out_channels(rewritten)["head"] == 16, case
+        assert [n.op_type for n in rewritten.graph.node].count("Slice") == 1, case
         x = np.random.default_rng(2).normal(size=(1, 3, 5, 5)).astype(np.float32)
-        np.testing.assert_allclose(_run(rewritten, x), _run(model, x), rtol=1e-6)
+        np.testing.assert_allclose(_run(rewritten, x), _run(model, x), rtol=1e-5, atol=1e-5)
 
 
-def test_a_padded_tensor_reaching_a_graph_output_is_not_padded() -> None:
-    model = _model([
+def test_padding_that_no_slice_can_remove_is_not_made() -> None:
+    """Padding in the middle of a concatenation reaching a Sigmoid; padding at an output."""
+    middle = _model([
+        _conv("head", "x", 3, 6),
+        _conv("wide", "x", 3, 16),
+        (helper.make_node("Concat", ["head", "wide"], ["cat"], axis=1), []),
+        (helper.make_node("Sigmoid", ["cat"], ["y"]), []),
+    ], "y", 22)
+    output = _model([
         _conv("head", "x", 3, 6),
         (helper.make_node("Relu", ["head"], ["y"]), []),
     ], "y", 6)
-    assert pad_convolution_channels(model)[1] == 0
+    for model in (middle, output):
+        rewritten, _ = pad_convolution_channels(model)
+        assert _out_channels(rewritten)["head"] == 6
+        assert "Slice" not in [n.op_type for n in rewritten.graph.node]
+        x = np.random.default_rng(3).normal(size=(1, 3, 5, 5)).astype(np.float32)
+        np.testing.assert_allclose(_run(rewritten, x), _run(model, x), rtol=1e-5, atol=1e-5)

@@ -13,8 +13,9 @@ cache; ``int8-cpu`` quantizes a rewritten graph, with ranges of its own.
   optimiser fuses each DQ-Conv-Q group into one QLinearConv. The fp32 graph is first
   rewritten, exactly, into the shapes those kernels run fastest: upsampling transposed
   convolutions as convolutions (:mod:`gpmask.calibration.subpixel`), since ONNX Runtime
-  has no quantized ConvTranspose, then narrow convolutions padded with zero channels
-  (:mod:`gpmask.calibration.channel_padding`).
+  has no quantized ConvTranspose; convolutions over a channel concatenation as sums
+  of convolutions (:mod:`gpmask.calibration.concat_split`); narrow convolutions
+  widened with zero channels (:mod:`gpmask.calibration.channel_padding`).
 
 The cache is ONNX Runtime's own calibration-cache JSON, stored under
 ``BUNDLE/calibration/`` with a file name that is a hash of the graph, the frames and the

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from gpmask.bundle import COMMON, Bundle
 from gpmask.calibration.budget import fit_budget
 from gpmask.calibration.channel_padding import pad_convolution_channels
+from gpmask.calibration.concat_split import split_concatenated_convolutions
 from gpmask.calibration.fp16 import FP32_OPS, convert_graph
 from gpmask.calibration.frames import (
     Frames,
@@ -119,12 +120,13 @@ def _graph_to_quantize(
     with tempfile.TemporaryDirectory(prefix="gpmask-rewrite-") as folder:
         if scheme.cpu_graph_rewrites:
             model, upsampling = subpixel_upsampling(onnx.load(path))
+            model, split = split_concatenated_convolutions(model)
             model, padded = pad_convolution_channels(model)
-            if upsampling or padded:
+            if upsampling or split or padded:
                 path = Path(folder) / path.name
                 onnx.save(model, path, save_as_external_data=True,
                           location=f"{path.name}.data")
-                digest = hashlib.sha256(f"{digest} subpixel padded".encode()).hexdigest()
+                digest = hashlib.sha256(f"{digest} subpixel split padded".encode()).hexdigest()
         yield path, digest
 
 

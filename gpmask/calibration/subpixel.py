@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from gpmask.calibration.graph_edit import drop_replaced_initializers
+
 
 def subpixel_upsampling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` with every eligible ConvTranspose rewritten; and how many were.
@@ -60,10 +62,7 @@ def subpixel_upsampling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         ))
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used or t.name not in replaced]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_replaced_initializers(graph, replaced)
     return rewritten, count
 
 

@@ -80,7 +80,11 @@ def write_shared_weights(
     folder: str | os.PathLike,
     weights_name: str,
 ) -> SharedWeights:
-    """Move every initializer of ``models`` into ``folder/weights_name``, each distinct one once.
+    """Move the initializers of ``models`` into ``folder/weights_name``, each distinct one once.
+
+    int64 initializers stay in the graphs: they are shape operands (the pads of a Pad,
+    the bounds of a Slice), which ONNX Runtime's shape inference must read when it
+    loads a graph, and which it cannot read from external data.
 
     Args:
         models: name (used in messages only) -> graph whose initializers are in memory.
@@ -99,6 +103,8 @@ def write_shared_weights(
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         for graph_name, model in models.items():
             for tensor in model.graph.initializer:
+                if tensor.data_type == onnx.TensorProto.INT64:
+                    continue  # shape operands (Pad, Slice, Reshape) that shape inference reads
                 data = _tensor_bytes(tensor, graph_name)
                 key = hashlib.sha256(data).digest()
                 if key not in offsets:
