@@ -12,7 +12,12 @@ import pytest
 from gpmask.bundle import Bundle
 from gpmask.cli import main
 from gpmask.errors import GpmaskError
-from gpmask.export.tensorrt_build import ShapeRange, build_bundle_engines
+from gpmask.export.tensorrt_build import (
+    ShapeRange,
+    build_bundle_engines,
+    timing_cache_name,
+    visible_gpu,
+)
 from gpmask.fileio import sha256_file
 from tests.conftest import make_checkpoint
 
@@ -73,6 +78,12 @@ def test_bad_shapes_are_refused(text: str, message: str) -> None:
         ShapeRange.parse(text, 4)
 
 
+def test_timing_caches_are_kept_apart_by_tensorrt_version_and_gpu_architecture() -> None:
+    jetson, desktop = timing_cache_name("10.3.0", "8.7"), timing_cache_name("11.4.1", "9.0")
+    assert jetson == "engines/timing.trt10.3.0.sm87.cache"
+    assert desktop == "engines/timing.trt11.4.1.sm90.cache"
+
+
 def test_shapes_parse_height_by_width() -> None:
     shapes = ShapeRange.parse("64x96:720x1280:1080x1920", 4)
     assert shapes.to_dict() == {"min": [64, 96], "opt": [720, 1280], "max": [1080, 1920]}
@@ -86,12 +97,14 @@ def test_fp32_engines_are_built_and_recorded(exported: Path, tmp_path: Path) -> 
     root = Path(shutil.copytree(exported, tmp_path / "bundle"))
     written = build_bundle_engines(root, "fp32", "32x32:64x64:128x128")
     bundle = Bundle.open(root)
-    assert (root / "engines" / "timing.cache").is_file()
+    gpu = visible_gpu()
+    assert (root / timing_cache_name(trt.__version__, gpu.compute_capability)).is_file()
     for weather in [*bundle.weathers, "common"]:
         entry = bundle.engine_entry(weather, "fp32")
         assert entry["path"] in written
         assert entry["sha256"] == sha256_file(root / entry["path"])
         assert entry["tensorrt_version"] == trt.__version__
+        assert entry["tf32"] is False
         assert entry["shapes"] == {"min": [32, 32], "opt": [64, 64], "max": [128, 128]}
         runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         engine = runtime.deserialize_cuda_engine((root / entry["path"]).read_bytes())

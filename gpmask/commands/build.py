@@ -3,8 +3,9 @@
 Engines are built strongly typed (TensorRT 10 and 11): the graph decides precision, so
 build fp16/int8 engines after `gpmask calibrate --precision fp16|int8`. One optimization
 profile covers the sizes in --shapes (height x width, batch 1); one timing cache in
-BUNDLE/engines/ is shared by every build of the bundle. Run this on the target GPU: an
-engine only runs on the TensorRT version and GPU it was built with.
+BUNDLE/engines/ per TensorRT version and GPU architecture is shared by every build of
+the bundle. fp32 engines compute in full float32 unless --tf32. Run this on the target
+GPU: an engine only runs on the TensorRT version and GPU it was built with.
 
 examples:
   gpmask build bundle/ --precision fp16
@@ -26,11 +27,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"profile sizes, HxW each (default {DEFAULT_SHAPES})")
     parser.add_argument("--workspace", type=int, metavar="MB",
                         help="builder workspace limit in MiB (default: TensorRT's)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="let float32 layers use TF32 (faster on Ampere and later, "
+                             "with rounding differences); recorded in the manifest")
 
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.export.tensorrt_build import build_bundle_engines
 
-    for path in build_bundle_engines(args.bundle, args.precision, args.shapes, args.workspace):
+    for path in build_bundle_engines(args.bundle, args.precision, args.shapes, args.workspace,
+                                     args.tf32):
         print(f"{args.bundle}/{path}")
     return 0

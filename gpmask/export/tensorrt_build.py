@@ -7,10 +7,18 @@ the graph says: the fp32, fp16 (casts) or int8 (explicit Q/DQ) graph that
 is set. Building goes through Polygraphy's loaders, which follow TensorRT's API changes
 between versions.
 
-Every weather's graph has the same structure, so one timing cache per bundle
-(``engines/timing.cache``) lets later builds reuse the tactic timings of the first.
-Engines only run on the TensorRT version and GPU they were built with; both are
-recorded in the manifest so the runtime can refuse a mismatch.
+Every weather's graph has the same structure, so one timing cache per bundle lets
+later builds reuse the tactic timings of the first. Timings hold for one TensorRT
+version on one GPU architecture, so the cache file is named after both
+(``engines/timing.trt<version>.sm<capability>.cache``): a bundle built on a Jetson and
+on a desktop keeps two caches instead of one that each build would reject. Engines
+only run on the TensorRT version and GPU they were built with; both are recorded in
+the manifest so the runtime can refuse a mismatch.
+
+TF32: Polygraphy's builder config turns TensorRT's TF32 flag off unless asked, so fp32
+engines compute in full float32 by default; ``tf32=True`` lets fp32 convolutions and
+matrix products use TF32 on GPUs that have it (faster, with rounding differences).
+The manifest records the choice.
 
 Nothing is written unless TensorRT imports and a GPU is visible: an engine cannot be
 built, or faked, anywhere else.
@@ -32,7 +40,6 @@ from gpmask.errors import GpmaskError
 from gpmask.fileio import atomic_path
 
 ENGINE_FOLDER = "engines"
-TIMING_CACHE = f"{ENGINE_FOLDER}/timing.cache"
 DEFAULT_SHAPES = "64x64:720x1280:1080x1920"
 BUILD_PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -114,9 +121,15 @@ def visible_gpu() -> Gpu:
     return Gpu(raw_name.value.decode(errors="replace"), f"{major.value}.{minor.value}")
 
 
+def timing_cache_name(tensorrt_version: str, compute_capability: str) -> str:
+    """The bundle-relative timing cache for one TensorRT version on one GPU architecture."""
+    capability = compute_capability.replace(".", "")
+    return f"{ENGINE_FOLDER}/timing.trt{tensorrt_version}.sm{capability}.cache"
+
+
 def build_engine(
     graph: str | os.PathLike, engine: str | os.PathLike, input_name: str, shapes: ShapeRange,
-    timing_cache: str | os.PathLike, workspace_mb: int | None = None,
+    timing_cache: str | os.PathLike, workspace_mb: int | None = None, tf32: bool = False,
 ) -> None:
     """Build one strongly typed engine from ``graph`` and write it to ``engine`` atomically."""
     trt = import_tensorrt()
@@ -136,6 +149,7 @@ def build_engine(
         profiles=[profile],
         load_timing_cache=str(timing_cache) if os.path.exists(timing_cache) else None,
         memory_pool_limits=pools,
+        tf32=tf32,
     )
     network = NetworkFromOnnxPath(str(graph), strongly_typed=True)
     with atomic_path(engine) as tmp:
@@ -145,7 +159,7 @@ def build_engine(
 
 def build_bundle_engines(
     root: str | os.PathLike, precision: str, shapes: str = DEFAULT_SHAPES,
-    workspace_mb: int | None = None,
+    workspace_mb: int | None = None, tf32: bool = False,
 ) -> list[str]:
     """Build one engine per weather (and ``common``) at ``precision``; returns their paths.
 
@@ -167,17 +181,18 @@ def build_bundle_engines(
     gpu = visible_gpu()
     bundle.verify([bundle.manifest["graphs"][w][precision]["path"] for w in weathers])
     (bundle.root / ENGINE_FOLDER).mkdir(exist_ok=True)
+    timing_cache = bundle.root / timing_cache_name(trt.__version__, gpu.compute_capability)
     written = []
     for weather in tqdm(weathers, desc=f"TensorRT {precision}", unit="engine"):
         relative = f"{ENGINE_FOLDER}/{weather}.{precision}.engine"
         build_engine(bundle.graph_path(weather, precision), bundle.root / relative,
                      bundle.manifest["input"]["name"], shape_range,
-                     bundle.root / TIMING_CACHE, workspace_mb)
+                     timing_cache, workspace_mb, tf32)
         bundle.manifest.setdefault("engines", {}).setdefault(weather, {})[precision] = (
             bundle.record_file(
                 relative, tensorrt_version=trt.__version__, gpu=gpu.name,
                 compute_capability=gpu.compute_capability, precision=precision,
-                shapes=shape_range.to_dict(), strongly_typed=True,
+                shapes=shape_range.to_dict(), strongly_typed=True, tf32=tf32,
             )
         )
         bundle.save()  # each engine recorded as it lands: a later failure leaves no stale hash
