@@ -33,7 +33,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from gpmask.calibration.graph_edit import channel_counts, drop_replaced_initializers
+from gpmask.calibration.graph_edit import (
+    attribute,
+    channel_counts,
+    drop_replaced_initializers,
+    is_plain_convolution,
+)
 
 #: Operators whose output holds the input's channels in order and zeros where it has zeros.
 _CHANNEL_PRESERVING = {"Relu", "LeakyRelu", "AveragePool", "MaxPool"}
@@ -67,7 +72,7 @@ def pad_convolution_channels(
     channels = channel_counts(rewritten)
     padded = {}
     for node in graph.node:
-        if _paddable(node, initializers):
+        if is_plain_convolution(node, initializers):
             real = _out_channels(node, initializers)
             if padded_channels(real, minimum, multiple) != real:
                 padded[node.name] = padded_channels(real, minimum, multiple)
@@ -100,15 +105,6 @@ def pad_convolution_channels(
     # Intermediate shapes recorded before the rewrite no longer hold for padded tensors.
     del graph.value_info[:]
     return rewritten, len(set(padded) | widened)
-
-
-def _paddable(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> bool:
-    if node.op_type != "Conv" or not node.name or node.input[1] not in initializers:
-        return False
-    if len(node.input) > 2 and node.input[2] and node.input[2] not in initializers:
-        return False
-    group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
-    return group == 1 and len(initializers[node.input[1]].dims) == 4
 
 
 def _out_channels(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> int:
@@ -154,7 +150,8 @@ def _propagate(
                 real = _out_channels(node, initializers)
                 layouts[node.output[0]] = tuple(range(real)) + (-1,) * (size - real)
                 origins[node.output[0]] = frozenset({node.name})
-            if carried and (carried != [node.input[0]] or not _paddable(node, initializers)):
+            plain = is_plain_convolution(node, initializers)
+            if carried and (carried != [node.input[0]] or not plain):
                 unpad(carried, node.name)
         elif not carried:
             continue
@@ -164,7 +161,7 @@ def _propagate(
         elif node.op_type in _ELEMENTWISE and len({layouts.get(n) for n in node.input}) == 1:
             layouts[node.output[0]] = layouts[node.input[0]]
             origins[node.output[0]] = frozenset().union(*(origins[n] for n in node.input))
-        elif node.op_type == "Concat" and _axis(node) == 1 and all(
+        elif node.op_type == "Concat" and attribute(node, "axis") == 1 and all(
                 name in layouts or name in channels for name in inputs):
             layout: list[int] = []
             offset = 0
@@ -199,7 +196,7 @@ def _pad_inputs(
         source = node.input[0] if node.op_type == "Conv" else None
         count = channels.get(source) if source else None
         if (source in layouts or count is None or count % multiple == 0
-                or not _paddable(node, initializers)):
+                or not is_plain_convolution(node, initializers)):
             nodes.append(node)
             continue
         if source not in pads:
@@ -240,10 +237,6 @@ def _insert_slices(graph: onnx.GraphProto, sliced: dict[str, set[str]],
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-
-
-def _axis(node: onnx.NodeProto) -> int:
-    return next(helper.get_attribute_value(a) for a in node.attribute if a.name == "axis")
 
 
 def _gather_input_channels(weight: np.ndarray, layout: Layout) -> np.ndarray:

@@ -16,14 +16,19 @@ from __future__ import annotations
 import onnx
 from onnx import helper, numpy_helper
 
-from gpmask.calibration.graph_edit import channel_counts, drop_replaced_initializers
+from gpmask.calibration.graph_edit import (
+    attribute,
+    channel_counts,
+    drop_replaced_initializers,
+    is_plain_convolution,
+)
 
 
 def split_concatenated_convolutions(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` with every eligible Concat + Conv pair split; and how many were.
 
-    Eligible: a Concat along channels (axis 1) read by exactly one node, a Conv of one
-    group with initializer weights, and no graph output. ``model`` must hold its
+    Eligible: a Concat along channels (axis 1) read by exactly one node, a 2-D Conv of
+    one group with initializer weights, and no graph output. ``model`` must hold its
     initializers in memory and have channel counts that shape inference can find.
     """
     rewritten = onnx.ModelProto()
@@ -38,11 +43,12 @@ def split_concatenated_convolutions(model: onnx.ModelProto) -> tuple[onnx.ModelP
     outputs = {output.name for output in graph.output}
     split: dict[str, onnx.NodeProto] = {}  # concat output -> the conv reading it
     for node in graph.node:
-        if node.op_type != "Concat" or _attribute(node, "axis") != 1:
+        if node.op_type != "Concat" or attribute(node, "axis") != 1:
             continue
         reader = readers.get(node.output[0], [])
         if (len(reader) == 1 and node.output[0] not in outputs
-                and _splittable(reader[0], node.output[0], initializers)
+                and reader[0].input[0] == node.output[0]
+                and is_plain_convolution(reader[0], initializers)
                 and all(name in channels for name in node.input)):
             split[node.output[0]] = reader[0]
     if not split:
@@ -82,16 +88,4 @@ def split_concatenated_convolutions(model: onnx.ModelProto) -> tuple[onnx.ModelP
     drop_replaced_initializers(graph, replaced)
     del graph.value_info[:]
     return rewritten, len(split)
-
-
-def _splittable(node: onnx.NodeProto, source: str,
-                initializers: dict[str, onnx.TensorProto]) -> bool:
-    return (node.op_type == "Conv" and node.name != "" and node.input[0] == source
-            and node.input[1] in initializers and _attribute(node, "group", 1) == 1
-            and (len(node.input) < 3 or not node.input[2] or node.input[2] in initializers))
-
-
-def _attribute(node: onnx.NodeProto, name: str, default: int | None = None) -> int | None:
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name),
-                default)
 
