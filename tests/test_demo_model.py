@@ -51,15 +51,7 @@ def demo_eval(tmp_path_factory) -> dict:
     return json.loads(Path(out).read_text())["results"]
 
 
-#: The shipped tiny demo network removes out-of-focus synthetic raindrops only partly:
-#: its raindrop output is about 2 dB above the input, short of 3 dB. Strict, so the
-#: mark must go once a retrained demo passes.
-RAINDROP_GAP = pytest.mark.xfail(
-    strict=True, reason="demo model restores synthetic raindrops by about +2 dB, not yet +3 dB"
-)
-
-
-@pytest.mark.parametrize("weather", ["rain", pytest.param("raindrop", marks=RAINDROP_GAP), "snow"])
+@pytest.mark.parametrize("weather", ["rain", "raindrop", "snow"])
 def test_demo_beats_input_by_3db(demo_eval: dict, weather: str) -> None:
     scores = demo_eval[weather]
     assert scores["count"] == 6

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from gpmask.cli import main
+from gpmask.errors import GpmaskError
 from gpmask.masking.checkpoint import MaskedCheckpoint
 from gpmask.masking.masks import GradientMaskSelector, top_fraction_candidates
 from gpmask.masking.trainer import TrainConfig, Trainer
@@ -103,6 +105,44 @@ def test_masked_training_routes_gradients() -> None:
             assert np.array_equal(baked[name][~mask], checkpoint.common[name][~mask])
             changed += int((baked[name][mask] != checkpoint.common[name][mask]).sum())
         assert changed > 0
+
+
+def test_a_weather_can_take_more_stage_2_steps_without_changing_the_others() -> None:
+    """Frozen common: weathers train independently, so extra steps for one leave the other
+    bit for bit as it was."""
+    even = Trainer(_config(common_update="frozen"), ToyPairs(), progress=False).run()
+    longer = Trainer(_config(common_update="frozen", weather_steps={"specks": 12}), ToyPairs(),
+                     progress=False).run()
+    assert [len(longer.history["masked_loss"][w]) for w in ("noise", "specks")] == [8, 12]
+    for name, value in even.checkpoint.bake_numpy("noise").items():
+        np.testing.assert_array_equal(longer.checkpoint.bake_numpy("noise")[name], value)
+    assert any(not np.array_equal(longer.checkpoint.bake_numpy("specks")[n], v)
+               for n, v in even.checkpoint.bake_numpy("specks").items())
+    assert longer.checkpoint.provenance["settings"]["weather_steps"] == {"specks": 12}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"common_update": "frozen", "weather_steps": {"rain": 10}},
+     r"weather steps name 'rain', not one of the weathers \['noise', 'specks'\]"),
+    ({"common_update": "mean", "weather_steps": {"specks": 10}},
+     "per-weather stage-2 steps need --common frozen"),
+    ({"common_update": "frozen", "weather_steps": {"specks": -1}},
+     "step counts must not be negative"),
+])
+def test_bad_weather_steps_are_refused(changes: dict, message: str) -> None:
+    with pytest.raises(GpmaskError, match=message):
+        Trainer(_config(**changes), ToyPairs(), progress=False)
+
+
+def test_weather_steps_on_the_command_line(tmp_path: Path, capsys) -> None:
+    output = tmp_path / "out.gpmask.safetensors"
+    assert main(["train", "--preset", "demo", "--weather-steps", "raindrop", "-o",
+                 str(output)]) == 2
+    assert "--weather-steps 'raindrop': expected WEATHER=N" in capsys.readouterr().err
+    assert main(["train", "--preset", "demo", "--common", "mean", "--weather-steps",
+                 "raindrop=10", "-o", str(output)]) == 2
+    assert "per-weather stage-2 steps need --common frozen" in capsys.readouterr().err
+    assert not output.exists()
 
 
 def test_common_values_train_when_not_frozen() -> None:

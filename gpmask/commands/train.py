@@ -49,6 +49,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--severity", type=float, default=1.0, help="synthetic weather severity")
     parser.add_argument("--base-steps", type=int, help="stage 1 (common model) steps")
     parser.add_argument("--masked-steps", type=int, help="stage 2 (masked) steps")
+    parser.add_argument(
+        "--weather-steps",
+        action="append",
+        metavar="WEATHER=N",
+        help="stage-2 steps of one weather instead of --masked-steps (repeat; needs "
+             "--common frozen)",
+    )
     parser.add_argument("--selection-steps", type=int, help="stage-2 steps during which masks grow")
     parser.add_argument(
         "--top-fraction", type=float, help="fraction of each tensor that is a candidate (0.4)"
@@ -84,11 +91,20 @@ def _config(args: argparse.Namespace):
         for field in dataclasses.fields(TrainConfig)
         if getattr(args, field.name, None) is not None
     }
+    if args.weather_steps:
+        overrides["weather_steps"] = dict(_weather_steps(text) for text in args.weather_steps)
     if args.weathers:
         overrides["weathers"] = [w.strip() for w in args.weathers.split(",") if w.strip()]
     if args.arch and args.arch_kwargs is None:
         overrides["arch_kwargs"] = {}
     return dataclasses.replace(config, **overrides)
+
+
+def _weather_steps(text: str) -> tuple[str, int]:
+    weather, _, steps = text.partition("=")
+    if not weather or not steps.isdigit():
+        raise GpmaskError(f"--weather-steps {text!r}: expected WEATHER=N such as raindrop=3600")
+    return weather, int(steps)
 
 
 def _source(args: argparse.Namespace, config):

@@ -57,6 +57,11 @@ class TrainConfig:
     weathers: list[str] = field(default_factory=lambda: ["rain", "raindrop", "snow"])
     base_steps: int = 2000
     masked_steps: int = 1000
+    #: Stage-2 steps of the named weathers, where they differ from ``masked_steps``.
+    #: Only with ``common_update="frozen"``: then each weather's specific values train
+    #: on their own, and a weather that restores slowly can take more steps than the
+    #: others without changing them.
+    weather_steps: dict[str, int] = field(default_factory=dict)
     selection_steps: int = 200
     batch_size: int = 8
     crop: int = 64
@@ -71,6 +76,10 @@ class TrainConfig:
     checkpoint_every: int = 250
     report_every: int = 50
 
+    def steps_of(self, weather: str) -> int:
+        """Stage-2 steps of ``weather``."""
+        return self.weather_steps.get(weather, self.masked_steps)
+
     def validate(self) -> None:
         if self.common_update not in COMMON_UPDATES:
             raise GpmaskError(
@@ -78,8 +87,16 @@ class TrainConfig:
             )
         if len(set(self.weathers)) != len(self.weathers) or not self.weathers:
             raise GpmaskError(f"weathers must be distinct and non-empty, got {self.weathers}")
-        if min(self.base_steps, self.masked_steps) < 0 or self.selection_steps < 0:
+        if min(self.base_steps, self.masked_steps, *self.weather_steps.values()) < 0 or (
+                self.selection_steps < 0):
             raise GpmaskError("step counts must not be negative")
+        unknown = sorted(set(self.weather_steps) - set(self.weathers))
+        if unknown:
+            raise GpmaskError(f"weather steps name {', '.join(map(repr, unknown))}, not one of "
+                              f"the weathers {self.weathers}")
+        if self.weather_steps and self.common_update != "frozen":
+            raise GpmaskError("per-weather stage-2 steps need --common frozen: a shared common "
+                              "update takes a step of every weather at once")
         if self.batch_size < 1 or self.crop < 8:
             raise GpmaskError("batch size must be >= 1 and crop >= 8")
 
@@ -228,6 +245,8 @@ class Trainer:
         common_grad = {n: torch.zeros_like(p) for n, p in self.common.items()}
         losses = []
         for index, weather in enumerate(config.weathers):
+            if self.step >= config.steps_of(weather):
+                continue
             masks, specific = self.selector.masks[weather], self.specific[weather]
             with torch.no_grad():
                 for name, param in params.items():
@@ -248,9 +267,10 @@ class Trainer:
                 common_grad[name] += weight * gradient * ~masks[name]
             losses.append(loss.detach())
             self.history["masked_loss"][weather].append(loss.item())
-        for optimizer in self.specific_optimizers.values():
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        for weather, optimizer in self.specific_optimizers.items():
+            if self.step < config.steps_of(weather):
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
         if config.common_update != "frozen":
             for name, param in self.common.items():
                 param.grad = common_grad[name]
@@ -265,23 +285,24 @@ class Trainer:
     def _train_masked(self) -> None:
         config = self.config
         done = self.step
+        total = max(config.steps_of(w) for w in config.weathers)
         bar = tqdm(
-            total=config.masked_steps,
+            total=total,
             initial=done,
             desc="stage 2: masked",
             disable=not self.progress,
             unit="step",
         )
-        optimizers = [self.common_optimizer, *self.specific_optimizers.values()]
-        while self.step < config.masked_steps:
-            lr = _cosine(self.step, config.masked_steps, config.masked_lr)
-            for optimizer in optimizers:
-                _set_lr(optimizer, lr)
+        while self.step < total:
+            _set_lr(self.common_optimizer,
+                    _cosine(self.step, config.masked_steps, config.masked_lr))
+            for weather, optimizer in self.specific_optimizers.items():
+                _set_lr(optimizer, _cosine(self.step, config.steps_of(weather), config.masked_lr))
             if self.step == config.selection_steps:
                 self.selector.freeze()
             self._masked_step()
             self.step += 1
-            if self.step % config.report_every == 0 or self.step == config.masked_steps:
+            if self.step % config.report_every == 0 or self.step == total:
                 self._record_mask_growth()
             bar.set_postfix({w[:6]: f"{self.selector.density(w):.2f}" for w in config.weathers})
             bar.update()
