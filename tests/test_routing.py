@@ -31,9 +31,10 @@ def _frame(index: int, fps: float = 10.0) -> Frame:
 
 def _bundle(tmp_path: Path) -> Bundle:
     """A manifest-only bundle: routers only read its weather list and router entry."""
+    tensor = {"layout": "NCHW", "dtype": "float32"}
     manifest = {
-        "format_version": 1, "weathers": WEATHERS, "input": {}, "output": {},
-        "graphs": {}, "weights": [],
+        "format_version": 1, "weathers": WEATHERS, "input": {"name": "image", **tensor},
+        "output": {"name": "restored", **tensor}, "graphs": {}, "weights": [],
     }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     return Bundle.open(tmp_path)
