@@ -110,6 +110,20 @@ def test_bad_csv_schedules_are_refused(tmp_path: Path, text: str, message: str) 
         ScheduleRouter.load(path, KNOWN)
 
 
+def test_overlap_of_a_frame_range_and_a_time_range_is_refused_where_they_meet(
+    tmp_path: Path
+) -> None:
+    """Frames and seconds meet only at the video's frame rate: the first frame both cover
+    is refused, naming both entries (ranges of one unit are refused when read)."""
+    path = tmp_path / "schedule.csv"
+    path.write_text("start,end,weather\n0,12,rain\n1s,,snow\n")
+    router = ScheduleRouter.load(path, KNOWN)
+    assert [router.route(_frame(i)) for i in range(10)] == ["rain"] * 10
+    with pytest.raises(GpmaskError, match=r"entry 1 \(0-12 rain\) and entry 2 \(1s- snow\) "
+                                          r"overlap; every frame must be covered by exactly one"):
+        router.route(_frame(10))
+
+
 def test_bad_json_schedule_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "schedule.json"
     path.write_text("{not json")
