@@ -13,6 +13,7 @@ that cannot be written (``/proc/x.mp4``) is refused before any frame is restored
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -143,7 +144,8 @@ def open_source(spec: str) -> FrameSource:
     """The frame source ``spec`` names: a folder, a video file, a camera index, or a
     GStreamer pipeline (any string containing ``!``, opened with ``CAP_GSTREAMER``)."""
     if re.fullmatch(r"\d+", spec):
-        capture = cv2.VideoCapture(int(spec))
+        with _opencv_errors_only():
+            capture = cv2.VideoCapture(int(spec))
         if not capture.isOpened():
             raise GpmaskError(f"camera {spec}: cannot be opened (no such camera or it is busy)")
         return CaptureSource(capture, f"camera {spec}", is_file=False)
@@ -153,7 +155,8 @@ def open_source(spec: str) -> FrameSource:
                 "this OpenCV was built without GStreamer, so a pipeline input cannot be "
                 "opened; install an OpenCV built with GStreamer (JetPack's is)"
             )
-        capture = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
+        with _opencv_errors_only():
+            capture = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
         if not capture.isOpened():
             raise GpmaskError(f"GStreamer pipeline cannot be opened: {spec}")
         return CaptureSource(capture, "GStreamer pipeline", is_file=False)
@@ -164,10 +167,24 @@ def open_source(spec: str) -> FrameSource:
         raise GpmaskError(f"{spec}: no such file or folder")
     if path.stat().st_size == 0:
         raise GpmaskError(f"{spec}: empty file")
-    capture = cv2.VideoCapture(str(path))
+    with _opencv_errors_only():
+        capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise GpmaskError(f"{spec}: not a video OpenCV can read (unknown format or damaged)")
     return CaptureSource(capture, spec, is_file=True)
+
+
+@contextlib.contextmanager
+def _opencv_errors_only() -> Iterator[None]:
+    """Keep OpenCV's warnings (each backend it tries says why it could not open the
+    input) off the terminal while an input is opened: a failure is reported as one
+    gpmask error line instead."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _has_gstreamer() -> bool:
