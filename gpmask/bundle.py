@@ -30,7 +30,9 @@ so an edge device can load a bundle with numpy alone.
       "verification": {"status": "passed", "report": "reports/export.json"}  # or "skipped"
     }
 
-Every path is relative to the bundle folder.
+Every path is relative to the bundle folder. :mod:`gpmask.bundle_schema` holds the JSON
+Schema of this layout; :meth:`Bundle.open` validates every manifest against it and checks
+every file against its sha256 before any verb reads the bundle.
 """
 
 from __future__ import annotations
@@ -46,6 +48,30 @@ from gpmask.fileio import sha256_file, write_text_atomic
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 COMMON = "common"
+#: Every graph (and engine) precision gpmask knows, in one place: calibrate, build, bench
+#: and the runtime refuse any other name with this list. A new precision is added here
+#: and given a recipe in gpmask.calibration.
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+
+
+def check_precision(precision: str, option: str | None = None) -> str:
+    """``precision`` if gpmask knows it, else a :class:`GpmaskError` listing the known ones
+    (prefixed with the command-line ``option`` that gave it, if any)."""
+    if precision not in PRECISIONS:
+        where = f"{option}: " if option else ""
+        raise GpmaskError(f"{where}unknown precision {precision!r}; known precisions: "
+                          f"{', '.join(PRECISIONS)}")
+    return precision
+
+
+def is_bundle(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a gpmask manifest (damaged bundles included), so that
+    ``--force`` may replace it; any other folder is the user's (see gpmask.fileio)."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"format_version", "weathers", "graphs"} <= set(manifest)
 
 
 class Bundle:
@@ -59,10 +85,24 @@ class Bundle:
     def __init__(self, root: str | os.PathLike, manifest: dict[str, Any]) -> None:
         self.root = Path(root)
         self.manifest = manifest
+        #: relative path -> the sha256 it was verified (or recorded) with, so that a file
+        #: checked once by this object is not hashed again before each reader.
+        self._verified: dict[str, str] = {}
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> Bundle:
-        """Read ``root/manifest.json``; a missing or damaged manifest is refused."""
+    def open(cls, root: str | os.PathLike, verify: bool = True) -> Bundle:
+        """Read and validate ``root/manifest.json``, then check every file it lists.
+
+        A missing manifest, one that is not JSON or does not fit the schema
+        (:mod:`gpmask.bundle_schema`), a newer format, and (with ``verify``) a missing
+        or modified file are refused, each with a :class:`GpmaskError` naming it. This is
+        the one place every verb opens a bundle, so none reads unverified files.
+        ``verify=False`` is for ``inspect``, which reports damage instead, and for a
+        caller re-opening a bundle it has verified (the backends still check the files
+        they read).
+        """
+        from gpmask.bundle_schema import validate_manifest
+
         root = Path(root)
         path = root / MANIFEST
         if not path.is_file():
@@ -71,15 +111,17 @@ class Bundle:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise GpmaskError(f"{path}: unreadable manifest ({exc})") from exc
-        for key in ("format_version", "weathers", "input", "output", "graphs", "weights"):
-            if key not in manifest:
-                raise GpmaskError(f"{path}: manifest lacks {key!r}")
-        if manifest["format_version"] > FORMAT_VERSION:
+        if isinstance(manifest, dict) and isinstance(manifest.get("format_version"), int) \
+                and manifest["format_version"] > FORMAT_VERSION:
             raise GpmaskError(
                 f"{path}: bundle format {manifest['format_version']} is newer than this "
                 f"gpmask reads ({FORMAT_VERSION}); upgrade gpmask"
             )
-        return cls(root, manifest)
+        validate_manifest(manifest, path)
+        bundle = cls(root, manifest)
+        if verify:
+            bundle.verify()
+        return bundle
 
     # ----------------------------------------------------------------- queries
     @property
@@ -144,6 +186,8 @@ class Bundle:
         for record in self.files():
             if paths is not None and record["path"] not in paths:
                 continue
+            if self._verified.get(record["path"]) == record["sha256"]:
+                continue
             path = self.root / record["path"]
             if not path.is_file():
                 raise GpmaskError(f"bundle file {record['path']} is missing from {self.root}")
@@ -152,12 +196,14 @@ class Bundle:
                     f"bundle file {record['path']} does not match its manifest sha256 "
                     f"(modified or damaged); re-export the bundle"
                 )
+            self._verified[record["path"]] = record["sha256"]
 
     # ----------------------------------------------------------------- updates
     def record_file(self, relative_path: str, **extra: Any) -> dict[str, Any]:
         """A manifest record for a file already written inside the bundle."""
-        path = self.root / relative_path
-        return {"path": relative_path, "sha256": sha256_file(path), **extra}
+        digest = sha256_file(self.root / relative_path)
+        self._verified[relative_path] = digest
+        return {"path": relative_path, "sha256": digest, **extra}
 
     def set_graph(self, weather: str, precision: str, relative_path: str) -> None:
         """Record ``weather``'s graph at ``precision`` (hash computed now)."""

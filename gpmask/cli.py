@@ -4,13 +4,16 @@ Each verb lives in ``gpmask/commands/<verb>.py`` with two functions,
 ``configure(parser)`` and ``run(args) -> int``. Verb modules import their heavy
 dependencies (torch, onnx) inside ``run`` so that ``gpmask run`` on an edge device
 never imports torch. A :class:`~gpmask.errors.GpmaskError` becomes one
-``gpmask: error: ...`` line and exit code 2; Ctrl-C exits with 130.
+``gpmask: error: ...`` line and exit code 2; Ctrl-C exits with 130; a reader that
+stops early (``gpmask inspect demo --json | head -1``) ends the command quietly, as
+for any Unix tool.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -58,13 +61,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpmask`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args._module.run(args) or 0)
+        code = int(args._module.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except GpmaskError as exc:
-        print(f"gpmask: error: {exc}", file=sys.stderr)
+        print(f"gpmask: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gpmask: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader has gone (| head): Python's documented recipe — point stdout at
+        # devnull so the interpreter's final flush does not fail again, exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the pipe
+
+
+def one_line(message: str) -> str:
+    """``message`` with its line breaks (from a library's multi-line text) made spaces."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,20 @@
-"""Atomic file and folder writes, so a crash never leaves a half-written output."""
+"""Writing outputs safely: atomic files and folders, and the one rule for replacing them.
+
+gpmask writes only what the user named as output, never half of it, and never what
+it was given as input. The rule, applied here for every verb:
+
+- a file output is written beside its target and renamed onto it when complete; it may
+  replace an existing regular file, never a folder;
+- a folder output (a bundle, the demo's folder, run's image folder) is built beside its
+  target and renamed into place when complete. An existing target is replaced only
+  with ``--force`` (or where the verb says so), and only when it is an empty folder or a
+  folder gpmask itself wrote (the caller says how to recognise one: a bundle's
+  manifest, the demo's report, run's frame images). Anything else, a file or a folder of
+  the user's, is refused by name and left as it is;
+- no output may be one of the command's inputs (the same file after resolving links),
+  a folder holding one, or an existing file inside an input folder
+  (:func:`check_outputs`).
+"""
 
 from __future__ import annotations
 
@@ -7,34 +23,69 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from gpmask.errors import GpmaskError
+
+#: Says whether an existing, non-empty folder is one the caller's verb wrote itself.
+FolderRecogniser = Callable[[Path], bool]
+
+
+def _parent(target: Path) -> Path:
+    return target.parent if str(target.parent) else Path(".")
+
+
+def temporary_file_beside(target: str | os.PathLike, suffix: str = "") -> Path:
+    """A new empty file (mode 0644) in ``target``'s folder, to be renamed onto ``target``.
+
+    Beside the target so that the final ``os.replace`` is a rename on one file system.
+    A folder that is missing or cannot be written to (``/proc``, ``/sys``, a read-only
+    mount) is a :class:`GpmaskError` naming the target.
+    """
+    target = Path(target)
+    folder = _parent(target)
+    if not folder.is_dir():
+        raise GpmaskError(f"cannot write {target}: folder {folder} does not exist")
+    if target.is_dir():
+        raise GpmaskError(f"cannot write {target}: it is a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=folder)
+    except OSError as exc:
+        raise GpmaskError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    tmp_path = Path(tmp)
+    tmp_path.chmod(0o644)  # mkstemp makes 0600; outputs are meant to be shared
+    return tmp_path
+
+
+def check_file_output(target: str | os.PathLike, suffix: str = "") -> None:
+    """Refuse, before any work, a file output that :func:`atomic_path` could not write
+    (its folder missing or read-only, or the target a folder)."""
+    temporary_file_beside(target, suffix).unlink()
+
+
+def check_folder_output(target: str | os.PathLike) -> None:
+    """Refuse, before any work, a folder output (one files are written into) that is an
+    existing file."""
+    if os.path.lexists(target) and not Path(target).is_dir():
+        raise GpmaskError(f"cannot write into {target}: it is a file, not a folder")
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
-    The temporary file lives in the target's folder so the final ``os.replace`` is a
-    rename on one file system. On any exception the temporary file is removed and
-    ``target`` is left as it was.
+    On any exception the temporary file is removed and ``target`` is left as it was.
     """
     target = Path(target)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise GpmaskError(f"cannot write {target}: folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=folder)
-    except OSError as exc:
-        raise GpmaskError(f"cannot write {target}: {exc.strerror}") from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
-    tmp_path.chmod(0o644)  # mkstemp makes 0600; outputs are meant to be shared
+    tmp_path = temporary_file_beside(target, suffix + ".tmp")
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        try:
+            os.replace(tmp_path, target)
+        except OSError as exc:
+            raise GpmaskError(f"cannot write {target}: {exc.strerror or exc}") from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -46,37 +97,110 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-@contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``target``; move it onto ``target`` on success.
+def check_replaceable(
+    target: str | os.PathLike, force: bool, written_by_gpmask: FolderRecogniser, what: str
+) -> None:
+    """Refuse to replace ``target`` unless the folder rule above allows it.
 
-    An existing ``target`` is refused unless ``force``; with ``force`` it is replaced
-    only once the new folder is complete. On any exception the temporary folder is
-    deleted, so an interrupted write leaves no partial output.
+    Args:
+        force: the user asked for an existing output to be replaced.
+        written_by_gpmask: recognises a folder this verb (or another gpmask verb) wrote.
+        what: what such a folder is called in messages (``a gpmask bundle``).
     """
     target = Path(target)
-    if target.exists() and not force:
+    if not os.path.lexists(target):
+        return
+    if not force:
         raise GpmaskError(f"{target} exists; pass --force to replace it")
-    parent = target.parent if str(target.parent) else Path(".")
+    allowed = f"only {what} or an empty folder is replaced, so it was left as it is"
+    if target.is_symlink() or not target.is_dir():
+        kind = "a symbolic link" if target.is_symlink() else "a file"
+        raise GpmaskError(f"{target} is {kind}, not a folder; {allowed}")
+    entries = sorted(p.name for p in target.iterdir())
+    if entries and not written_by_gpmask(target):
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise GpmaskError(f"{target} is not {what} (it holds {shown}); {allowed}")
+
+
+def new_folder_beside(target: str | os.PathLike) -> Path:
+    """An empty temporary folder (mode 0755) beside ``target``, creating its parents."""
+    target = Path(target)
+    parent = _parent(target)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
         tmp.chmod(0o755)  # mkdtemp makes 0700; a bundle is meant to be shared
     except OSError as exc:
-        raise GpmaskError(f"cannot write {target}: {exc.strerror}") from exc
+        raise GpmaskError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    return tmp
+
+
+def install_folder(tmp: Path, target: str | os.PathLike) -> None:
+    """Move the complete folder ``tmp`` onto ``target``, replacing what is there.
+
+    The old folder is moved aside first and deleted only once the new one is in place.
+    Call :func:`check_replaceable` before building ``tmp``.
+    """
+    target = Path(target)
+    if os.path.lexists(target):
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def atomic_directory(
+    target: str | os.PathLike, force: bool, written_by_gpmask: FolderRecogniser, what: str
+) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; move it onto ``target`` on success.
+
+    An existing ``target`` is replaced only as :func:`check_replaceable` allows, and only
+    once the new folder is complete. On any exception the temporary folder is deleted,
+    so an interrupted write leaves no partial output.
+    """
+    check_replaceable(target, force, written_by_gpmask, what)
+    tmp = new_folder_beside(target)
     try:
         yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        install_folder(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def check_outputs(
+    outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None]
+) -> None:
+    """Refuse outputs that would overwrite an input, or that name one path twice.
+
+    An output may not be an input (same file after resolving links), a folder holding
+    an input, or an existing file inside an input folder (``--log bundle/manifest.json``).
+    ``None`` entries (options not given) are skipped.
+    """
+    outs = [Path(o) for o in outputs if o is not None]
+    ins = [Path(i) for i in inputs if i is not None and os.path.exists(i)]
+    for index, out in enumerate(outs):
+        for other in outs[index + 1:]:
+            if out.resolve() == other.resolve():
+                raise GpmaskError(f"{out} is named as two outputs; give each its own path")
+        for source in ins:
+            if os.path.exists(out) and os.path.samefile(out, source):
+                raise GpmaskError(f"output {out} is the input {source}; "
+                                  f"write the output elsewhere, nothing was written")
+            if _inside(source, out):
+                raise GpmaskError(f"output {out} would hold the input {source}; "
+                                  f"write the output elsewhere, nothing was written")
+            if source.is_dir() and os.path.exists(out) and _inside(out, source):
+                raise GpmaskError(f"output {out} is a file of the input folder {source}; "
+                                  f"write the output elsewhere, nothing was written")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -49,3 +49,30 @@ def checkpoint_path(tmp_path: Path) -> Path:
     path = tmp_path / "model.gpmask.safetensors"
     make_checkpoint().save(path)
     return path
+
+
+def tensorrt_skip_reason() -> str | None:
+    """Why the TensorRT tests cannot run here, or None where TensorRT and a GPU are present.
+
+    ``import tensorrt`` working is not enough: a machine may have the package without a
+    GPU, a driver or the CUDA runtime, and then every engine test would fail, not skip.
+    """
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # ImportError, or OSError for a missing libnvinfer
+        return (f"TensorRT is not installed (import tensorrt fails: {type(exc).__name__}); "
+                f"engines can only be built where TensorRT and an NVIDIA GPU are present")
+    from gpmask.errors import GpmaskError
+    from gpmask.export.tensorrt_build import visible_gpu
+
+    try:
+        visible_gpu()
+    except GpmaskError as exc:
+        return f"TensorRT is installed, but {exc}"
+    return None
+
+
+TENSORRT_SKIP_REASON = tensorrt_skip_reason()
+#: Marks a test that builds or runs real TensorRT engines.
+needs_tensorrt = pytest.mark.skipif(TENSORRT_SKIP_REASON is not None,
+                                    reason=TENSORRT_SKIP_REASON or "")

@@ -112,6 +112,10 @@ def test_demo_on_a_given_bundle_writes_every_output(tmp_path: Path, capsys) -> N
     assert "| rain | 3 |" in printed.getvalue()
     assert main(["demo", "-o", str(output), "--bundle", str(bundle), "--no-progress"]) == 2
     assert "demo exists; pass --force to replace it" in capsys.readouterr().err
+    with contextlib.redirect_stdout(io.StringIO()):  # an earlier demo's folder is replaced
+        assert main(["demo", "-o", str(output), "--bundle", str(bundle), "--frames", "8",
+                     "--size", "64", "--no-progress", "--force"]) == 0
+    _check_outputs(output, 8, 64)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -119,8 +120,10 @@ def test_numerical_mismatch_fails_the_export(tmp_path: Path, monkeypatch) -> Non
 
 def test_force_replaces_and_cli_prints_the_summary(tmp_path: Path, checkpoint_path, capsys) -> None:
     target = tmp_path / "bundle"
-    target.mkdir()
-    (target / "old.txt").write_text("old")
+    target.mkdir()  # an earlier (here: damaged) bundle: its manifest says what it is
+    (target / "manifest.json").write_text(json.dumps(
+        {"format_version": 1, "weathers": ["rain"], "graphs": {}}))
+    (target / "rain.onnx").write_text("old")
     code = export_main([str(checkpoint_path), "-o", str(target), "--weathers", "snow",
                         "--force", "--quiet"])
     assert code == 0

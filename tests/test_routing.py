@@ -31,9 +31,10 @@ def _frame(index: int, fps: float = 10.0) -> Frame:
 
 def _bundle(tmp_path: Path) -> Bundle:
     """A manifest-only bundle: routers only read its weather list and router entry."""
+    tensor = {"layout": "NCHW", "dtype": "float32"}
     manifest = {
-        "format_version": 1, "weathers": WEATHERS, "input": {}, "output": {},
-        "graphs": {}, "weights": [],
+        "format_version": 1, "weathers": WEATHERS, "input": {"name": "image", **tensor},
+        "output": {"name": "restored", **tensor}, "graphs": {}, "weights": [],
     }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     return Bundle.open(tmp_path)
@@ -107,6 +108,20 @@ def test_bad_csv_schedules_are_refused(tmp_path: Path, text: str, message: str) 
     path.write_text(text)
     with pytest.raises(GpmaskError, match=message):
         ScheduleRouter.load(path, KNOWN)
+
+
+def test_overlap_of_a_frame_range_and_a_time_range_is_refused_where_they_meet(
+    tmp_path: Path
+) -> None:
+    """Frames and seconds meet only at the video's frame rate: the first frame both cover
+    is refused, naming both entries (ranges of one unit are refused when read)."""
+    path = tmp_path / "schedule.csv"
+    path.write_text("start,end,weather\n0,12,rain\n1s,,snow\n")
+    router = ScheduleRouter.load(path, KNOWN)
+    assert [router.route(_frame(i)) for i in range(10)] == ["rain"] * 10
+    with pytest.raises(GpmaskError, match=r"entry 1 \(0-12 rain\) and entry 2 \(1s- snow\) "
+                                          r"overlap; every frame must be covered by exactly one"):
+        router.route(_frame(10))
 
 
 def test_bad_json_schedule_is_refused(tmp_path: Path) -> None:

@@ -1,30 +1,33 @@
-"""TensorRT engine builds: the refusal where TensorRT is missing, shapes, and real builds."""
+"""TensorRT engine builds: refusals, profiles, cache names (everywhere); real builds where
+TensorRT and a GPU are (skipped elsewhere, with the reason)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from gpmask.bundle import Bundle
+from gpmask.bundle import PRECISIONS, Bundle
+from gpmask.calibration.options import CalibrationOptions
 from gpmask.cli import main
 from gpmask.errors import GpmaskError
 from gpmask.export.tensorrt_build import (
+    BUILD_PRECISIONS,
+    DEFAULT_SHAPES,
     ShapeRange,
     build_bundle_engines,
+    profile_shapes,
     timing_cache_name,
     visible_gpu,
 )
 from gpmask.fileio import sha256_file
-from tests.conftest import make_checkpoint
+from tests.conftest import TENSORRT_SKIP_REASON, make_checkpoint, needs_tensorrt
 
-HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-needs_tensorrt = pytest.mark.skipif(
-    not HAS_TENSORRT, reason="TensorRT is not installed (import tensorrt fails); engines "
-    "can only be built where TensorRT and an NVIDIA GPU are present")
+#: Calibration settings that keep a test's calibration to seconds.
+FAST = CalibrationOptions(max_psnr_drop=100, synthetic=4, calibration_size=32, eval_size=32)
+DYNAMIC = {"name": "image", "shape": [None, 3, None, None]}
 
 
 @pytest.fixture(scope="module")
@@ -40,25 +43,27 @@ def _snapshot(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): sha256_file(p) for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed: the refusal cannot happen")
+@pytest.mark.skipif(TENSORRT_SKIP_REASON is None,
+                    reason="TensorRT and a GPU are here: the refusal cannot happen")
 def test_build_without_tensorrt_says_so_and_writes_nothing(exported: Path, capsys) -> None:
     before = _snapshot(exported)
     assert main(["build", str(exported), "--precision", "fp32"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("gpmask: error: TensorRT is not installed here (import tensorrt failed")
+    assert err.startswith("gpmask: error: ")
     assert "no file was written" in err and len(err.splitlines()) == 1
     assert _snapshot(exported) == before
     assert not (exported / "engines").exists()
 
 
-@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed: the refusal cannot happen")
+@pytest.mark.skipif(TENSORRT_SKIP_REASON is None,
+                    reason="TensorRT and a GPU are here: the refusal cannot happen")
 def test_export_with_engine_refuses_before_exporting(tmp_path: Path, capsys) -> None:
     checkpoint = tmp_path / "model.gpmask.safetensors"
     make_checkpoint().save(checkpoint)
     code = main(["export", str(checkpoint), "-o", str(tmp_path / "bundle"), "--engine",
                  "--precision", "fp16", "--quiet"])
     assert code == 2
-    assert "TensorRT is not installed here" in capsys.readouterr().err
+    assert "no file was written" in capsys.readouterr().err
     assert not (tmp_path / "bundle").exists()
 
 
@@ -66,6 +71,10 @@ def test_missing_precision_graphs_are_named(exported: Path) -> None:
     with pytest.raises(GpmaskError, match=r"no int8 graph for rain, raindrop, snow, common; "
                                           r"run: gpmask calibrate .* --precision int8"):
         build_bundle_engines(exported, "int8")
+
+
+def test_build_precisions_are_known_precisions() -> None:
+    assert set(BUILD_PRECISIONS) <= set(PRECISIONS)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -78,35 +87,130 @@ def test_bad_shapes_are_refused(text: str, message: str) -> None:
         ShapeRange.parse(text, 4)
 
 
-def test_timing_caches_are_kept_apart_by_tensorrt_version_and_gpu_architecture() -> None:
-    jetson, desktop = timing_cache_name("10.3.0", "8.7"), timing_cache_name("11.4.1", "9.0")
-    assert jetson == "engines/timing.trt10.3.0.sm87.cache"
-    assert desktop == "engines/timing.trt11.4.1.sm90.cache"
+def test_timing_caches_are_kept_apart_by_tensorrt_version_and_gpu_model() -> None:
+    names = {timing_cache_name("10.3.0", "8.7", "Orin (nvgpu)"),
+             timing_cache_name("10.3.0", "8.7", "NVIDIA Jetson AGX Orin 64GB"),
+             timing_cache_name("11.4.1", "9.0", "NVIDIA H100 80GB HBM3")}
+    assert names == {"engines/timing.trt10.3.0.sm87.orin-nvgpu.cache",
+                     "engines/timing.trt10.3.0.sm87.nvidia-jetson-agx-orin-64gb.cache",
+                     "engines/timing.trt11.4.1.sm90.nvidia-h100-80gb-hbm3.cache"}
+    assert timing_cache_name("10.3.0", "8.7", " /../ ") == \
+        "engines/timing.trt10.3.0.sm87.unknown-gpu.cache"
 
 
 def test_shapes_parse_height_by_width() -> None:
     shapes = ShapeRange.parse("64x96:720x1280:1080x1920", 4)
-    assert shapes.to_dict() == {"min": [64, 96], "opt": [720, 1280], "max": [1080, 1920]}
+    assert shapes.to_dict() == {"min": [64, 96], "opt": [720, 1280], "max": [1080, 1920],
+                                "batch": 1}
+    assert str(shapes) == "64x96:720x1280:1080x1920"
+
+
+def test_dynamic_bundle_profile_comes_from_shapes() -> None:
+    assert profile_shapes(DYNAMIC, None, 4) == ShapeRange.parse(DEFAULT_SHAPES, 4)
+    assert profile_shapes(DYNAMIC, "32x32:64x64:128x128", 4).max == (128, 128)
+
+
+def test_static_bundle_profile_is_its_shape() -> None:
+    static = {"name": "image", "shape": [2, 3, 720, 1280]}
+    profile = profile_shapes(static, None, 4)
+    assert profile.to_dict() == {"min": [720, 1280], "opt": [720, 1280], "max": [720, 1280],
+                                 "batch": 2}
+    assert profile_shapes(static, "720x1280:720x1280:720x1280", 4) == profile
+
+
+@pytest.mark.parametrize("shapes", [DEFAULT_SHAPES, "720x1280:720x1280:1080x1920"])
+def test_static_bundle_refuses_shapes_that_contradict_it(shapes: str) -> None:
+    static = {"name": "image", "shape": [1, 3, 720, 1280]}
+    with pytest.raises(GpmaskError) as caught:
+        profile_shapes(static, shapes, 4)
+    assert str(caught.value) == (
+        f"--shapes {shapes!r} contradicts the bundle's static input shape 1x3x720x1280: its "
+        f"graphs accept 720x1280 only; leave --shapes out (or give "
+        f"720x1280:720x1280:720x1280), or export without --shape for a range")
+
+
+# ----------------------------------------------------------------- real engines
+def _engine_bundle(exported: Path, tmp_path: Path, precision: str, shapes: str | None,
+                   ) -> tuple[Path, list[str]]:
+    from gpmask.calibration.pipeline import calibrate_bundle
+
+    root = Path(shutil.copytree(exported, tmp_path / "bundle"))
+    if precision != "fp32":
+        calibrate_bundle(root, precision, FAST)
+    return root, build_bundle_engines(root, precision, shapes)
+
+
+def _assert_engines_recorded(root: Path, precision: str, written: list[str],
+                             shapes: dict) -> None:
+    import tensorrt as trt
+
+    bundle = Bundle.open(root)
+    gpu = visible_gpu()
+    cache = root / timing_cache_name(trt.__version__, gpu.compute_capability, gpu.name)
+    assert cache.is_file()
+    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+    for weather in [*bundle.weathers, "common"]:
+        entry = bundle.engine_entry(weather, precision)
+        assert entry["path"] in written
+        assert entry["sha256"] == sha256_file(root / entry["path"])
+        assert (entry["tensorrt_version"], entry["gpu"]) == (trt.__version__, gpu.name)
+        assert entry["precision"] == precision and entry["strongly_typed"] is True
+        assert entry["tf32"] is False
+        assert entry["shapes"] == shapes
+        engine = runtime.deserialize_cuda_engine((root / entry["path"]).read_bytes())
+        assert engine is not None
+    assert json.loads((root / "manifest.json").read_text())["engines"]
 
 
 @needs_tensorrt
 @pytest.mark.tensorrt
 def test_fp32_engines_are_built_and_recorded(exported: Path, tmp_path: Path) -> None:
-    import tensorrt as trt
+    root, written = _engine_bundle(exported, tmp_path, "fp32", "32x32:64x64:128x128")
+    _assert_engines_recorded(root, "fp32", written, {"min": [32, 32], "opt": [64, 64],
+                                                     "max": [128, 128], "batch": 1})
 
-    root = Path(shutil.copytree(exported, tmp_path / "bundle"))
-    written = build_bundle_engines(root, "fp32", "32x32:64x64:128x128")
-    bundle = Bundle.open(root)
-    gpu = visible_gpu()
-    assert (root / timing_cache_name(trt.__version__, gpu.compute_capability)).is_file()
-    for weather in [*bundle.weathers, "common"]:
-        entry = bundle.engine_entry(weather, "fp32")
-        assert entry["path"] in written
-        assert entry["sha256"] == sha256_file(root / entry["path"])
-        assert entry["tensorrt_version"] == trt.__version__
-        assert entry["tf32"] is False
-        assert entry["shapes"] == {"min": [32, 32], "opt": [64, 64], "max": [128, 128]}
-        runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-        engine = runtime.deserialize_cuda_engine((root / entry["path"]).read_bytes())
-        assert engine is not None
-    assert json.loads((root / "manifest.json").read_text())["engines"]
+
+@needs_tensorrt
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_calibrated_engines_are_built_and_match_their_graphs(
+    exported: Path, tmp_path: Path, precision: str
+) -> None:
+    """fp16 (casts) and int8 (Q/DQ) graphs build strongly typed; the engine's frames agree
+    with ONNX Runtime running the same graph."""
+    import numpy as np
+
+    from gpmask.metrics import psnr
+    from gpmask.runtime import Restorer
+
+    root, written = _engine_bundle(exported, tmp_path, precision, "32x32:64x64:128x128")
+    _assert_engines_recorded(root, precision, written, {"min": [32, 32], "opt": [64, 64],
+                                                        "max": [128, 128], "batch": 1})
+    frame = np.random.default_rng(0).random((37, 50, 3), dtype=np.float32)
+    with Restorer(root, backend="tensorrt", precision=precision) as engines, \
+            Restorer(root, backend="onnxruntime-cpu", precision=precision) as graphs:
+        for weather in ("rain", "common"):
+            assert psnr(engines.restore(frame, weather), graphs.restore(frame, weather)) > 35
+
+
+@needs_tensorrt
+@pytest.mark.tensorrt
+def test_static_shape_bundle_builds_with_its_shape(tmp_path: Path) -> None:
+    import numpy as np
+
+    from gpmask.export import export_bundle
+    from gpmask.runtime import Restorer
+
+    root = tmp_path / "static"
+    export_bundle(make_checkpoint(), root, static_shape=(1, 3, 32, 48), verify=False,
+                  progress=False)
+    written = build_bundle_engines(root, "fp32")  # no --shapes: the bundle's own shape
+    _assert_engines_recorded(root, "fp32", written, {"min": [32, 48], "opt": [32, 48],
+                                                     "max": [32, 48], "batch": 1})
+    frame = np.random.default_rng(1).random((32, 48, 3), dtype=np.float32)
+    with Restorer(root, backend="tensorrt") as engines, \
+            Restorer(root, backend="onnxruntime-cpu") as graphs:
+        np.testing.assert_allclose(engines.restore(frame, "snow"), graphs.restore(frame, "snow"),
+                                   atol=2e-3)
+        with pytest.raises(GpmaskError, match="was exported for input 1x3x32x48 only"):
+            engines.restore(frame[:28], "snow")

@@ -181,3 +181,11 @@ def test_side_by_side_puts_input_left() -> None:
     assert both.shape == (48, 128, 3)
     np.testing.assert_array_equal(both[:, :64], left)
     np.testing.assert_array_equal(both[:, 64:], right)
+
+
+def test_a_missing_camera_is_one_error_without_opencvs_warnings(capfd) -> None:
+    """OpenCV warns on the terminal for every backend that fails to open a camera; the
+    error gpmask raises says it all."""
+    with pytest.raises(GpmaskError, match=r"^camera 57: cannot be opened"):
+        open_source("57")
+    assert capfd.readouterr().err == ""

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gpmask.errors import GpmaskError
 from gpmask.fileio import write_text_atomic
 
 COLUMNS = ("backend", "precision", "size", "p50 ms", "p90 ms", "p99 ms", "mean ms", "FPS",
@@ -85,7 +86,10 @@ def write_report(report: dict[str, Any], folder: str | os.PathLike) -> list[Path
     from gpmask.bench.plots import write_plots
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GpmaskError(f"cannot write into {folder}: {exc.strerror or exc}") from exc
     write_text_atomic(folder / "bench.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(folder / "bench.md", markdown(report))
     return [folder / "bench.json", folder / "bench.md", *write_plots(report, folder)]

@@ -32,7 +32,7 @@ from gpmask.bench.macs import count_macs
 from gpmask.bench.measure import TargetMeasurement, TimingPlan, measure_target, target_device
 from gpmask.bench.targets import Target, plan_targets
 from gpmask.bench.torch_reference import reference_checkpoint
-from gpmask.bundle import Bundle
+from gpmask.bundle import PRECISIONS, Bundle, check_precision
 from gpmask.errors import GpmaskError
 from gpmask.metrics import psnr
 from gpmask.runtime.backends.onnxruntime import SessionSettings
@@ -41,7 +41,7 @@ from gpmask.runtime.frames import padded_size
 #: Version of the ``bench.json`` layout.
 REPORT_SCHEMA = 1
 DEFAULT_BACKENDS = ("torch", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+DEFAULT_PRECISIONS = PRECISIONS
 DEFAULT_SIZES = ("256x256", "480x854", "720x1280")
 
 
@@ -78,6 +78,8 @@ def run_benchmark(
     if iters < 1 or warmup < 0:
         raise GpmaskError(f"--iters must be >= 1 and --warmup >= 0 (got {iters}, {warmup})")
     parsed = {size: parse_size(size) for size in sizes}
+    for precision in precisions:
+        check_precision(precision, "--precisions")
     opened = Bundle.open(bundle)
     source, torch_note = reference_checkpoint(opened, checkpoint) \
         if "torch" in backends else (None, None)

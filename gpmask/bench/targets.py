@@ -111,9 +111,12 @@ def _plan_tensorrt(bundle: Bundle, precisions: list[str], targets: list[Target],
     if not tensorrt_available():
         skipped.append(Skip("tensorrt", None, "not installed"))
         return
-    from gpmask.runtime.backends.tensorrt import engine_mismatch, running_target
+    from gpmask.runtime.backends.tensorrt import engine_mismatch, probe_running_target
 
-    running = running_target(0)
+    running, problem = probe_running_target(0)
+    if running is None:
+        skipped.append(Skip("tensorrt", None, problem))
+        return
     engines = bundle.manifest.get("engines", {})
     for precision in precisions:
         records = [engines.get(w, {}).get(precision) for w in bundle.weathers]

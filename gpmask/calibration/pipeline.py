@@ -41,6 +41,7 @@ from gpmask.calibration.report import update_report
 from gpmask.calibration.subpixel import subpixel_upsampling
 from gpmask.errors import GpmaskError
 
+#: The precisions calibration makes (each one of gpmask.bundle.PRECISIONS).
 PRECISIONS = ("fp16", *SCHEMES)
 
 
@@ -55,9 +56,8 @@ def calibrate_bundle(
     options.check()
     if precision not in PRECISIONS:
         raise GpmaskError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    bundle = Bundle.open(root)
+    bundle = Bundle.open(root)  # checks every graph and weight file against its sha256
     weathers = [*bundle.weathers, COMMON]
-    bundle.verify([bundle.graph_path(w).relative_to(bundle.root).as_posix() for w in weathers])
     if precision == "fp16":
         entries, models = _fp16(bundle, weathers, options)
     else:

@@ -46,6 +46,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gpmask.bench import run_benchmark, write_report
     from gpmask.bench.report import markdown
+    from gpmask.fileio import check_folder_output, check_outputs
+
+    check_outputs([args.output], [args.bundle, args.checkpoint])
+    check_folder_output(args.output)
 
     report = run_benchmark(args.bundle, backends=args.backends, precisions=args.precisions,
                            sizes=args.sizes, iters=args.iters, warmup=args.warmup,

@@ -2,10 +2,11 @@
 
 Engines are built strongly typed (TensorRT 10 and 11): the graph decides precision, so
 build fp16/int8 engines after `gpmask calibrate --precision fp16|int8`. One optimization
-profile covers the sizes in --shapes (height x width, batch 1); one timing cache in
-BUNDLE/engines/ per TensorRT version and GPU architecture is shared by every build of
-the bundle. fp32 engines compute in full float32 unless --tf32. Run this on the target
-GPU: an engine only runs on the TensorRT version and GPU it was built with.
+profile covers the sizes in --shapes (height x width, batch 1), or exactly the static
+shape of a bundle exported with --shape; one timing cache in BUNDLE/engines/ per
+TensorRT version and GPU model is shared by every build of the bundle. fp32 engines
+compute in full float32 unless --tf32. Run this on the target GPU: an engine only runs
+on the TensorRT version and GPU it was built with.
 
 examples:
   gpmask build bundle/ --precision fp16
@@ -23,8 +24,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
     parser.add_argument("--precision", choices=BUILD_PRECISIONS, default="fp16",
                         help="which graphs to build from (default fp16)")
-    parser.add_argument("--shapes", default=DEFAULT_SHAPES, metavar="MIN:OPT:MAX",
-                        help=f"profile sizes, HxW each (default {DEFAULT_SHAPES})")
+    parser.add_argument("--shapes", metavar="MIN:OPT:MAX",
+                        help=f"profile sizes, HxW each (default {DEFAULT_SHAPES}; a bundle "
+                             f"exported with a static --shape: that shape, the only one "
+                             f"its graphs accept)")
     parser.add_argument("--workspace", type=int, metavar="MB",
                         help="builder workspace limit in MiB (default: TensorRT's)")
     parser.add_argument("--tf32", action="store_true",

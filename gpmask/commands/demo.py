@@ -26,20 +26,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--router-steps", type=int, default=600,
                         help="router training steps when the demo trains it (default 600)")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
-    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing output folder (only an earlier demo's "
+                             "output or an empty folder)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.errors import GpmaskError
-    from gpmask.fileio import atomic_directory
-    from gpmask.runtime.demo import format_table, run_demo
+    from gpmask.fileio import atomic_directory, check_outputs
+    from gpmask.runtime.demo import DEMO_FOLDER, format_table, is_demo_output, run_demo
 
     if args.size < 32 or args.size % 4:
         raise GpmaskError(f"--size must be a multiple of 4 and at least 32, got {args.size}")
     output = Path(args.output)
+    check_outputs([output], [args.bundle])
     progress = not args.no_progress
-    with atomic_directory(output, force=args.force) as folder:
+    with atomic_directory(output, args.force, is_demo_output, DEMO_FOLDER) as folder:
         if args.bundle:
             bundle = Path(args.bundle)
         else:

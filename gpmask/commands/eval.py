@@ -55,10 +55,14 @@ def _pairs(args: argparse.Namespace, weathers: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpmask.fileio import write_text_atomic
+    from gpmask.data.paired import data_spec_paths
+    from gpmask.fileio import check_file_output, check_outputs, write_text_atomic
     from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
     from gpmask.masking.evaluate import evaluate_checkpoint, format_evaluation
 
+    check_outputs([args.output], [resolve_checkpoint(args.checkpoint), args.images,
+                                  *data_spec_paths(args.data)])
+    check_file_output(args.output)
     checkpoint = MaskedCheckpoint.load(args.checkpoint)
     pairs = _pairs(args, checkpoint.weathers)
     for weather in pairs:

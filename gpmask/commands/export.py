@@ -27,7 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="static input shape, e.g. 1x3x720x1280 (default dynamic N, H, W)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip onnx.checker and the ONNX Runtime vs PyTorch comparison")
-    parser.add_argument("--force", action="store_true", help="replace an existing BUNDLE")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing BUNDLE (only a gpmask bundle or an empty "
+                             "folder; anything else is refused)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--engine", action="store_true",
                         help="also build TensorRT engines (calibrating first when needed); "

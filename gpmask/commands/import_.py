@@ -41,6 +41,7 @@ def parse_weather(spec: str) -> tuple[str, tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gpmask.fileio import check_file_output, check_outputs
     from gpmask.masking.importer import import_checkpoint
 
     weathers: dict[str, tuple[str, str]] = {}
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         if name in weathers:
             raise GpmaskError(f"duplicate weather names: {name}")
         weathers[name] = files
+    check_outputs([args.output], [args.base, *(f for pair in weathers.values() for f in pair)])
+    check_file_output(args.output)
     checkpoint = import_checkpoint(args.arch, args.arch_kwargs, args.base, weathers)
     checkpoint.build_model("common")  # the weights must fit the architecture they claim
     checkpoint.save(args.output)

@@ -2,7 +2,8 @@
 
 For a checkpoint: architecture, weathers, parameter count, mask density per weather
 and the overlap between weathers' masks. For a bundle folder: weathers, graphs and
-precisions, sizes, what is shared, verification status.
+precisions, sizes, what is shared, verification status; a damaged bundle (a file
+missing or not matching its sha256) is described, then reported as an error (exit 2).
 
 examples:
   gpmask inspect demo
@@ -43,9 +44,11 @@ def describe_checkpoint(path: str) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     if Path(args.target).is_dir():
+        from gpmask.bundle import Bundle
         from gpmask.export.summary import describe_bundle
 
         print(describe_bundle(args.target))
+        Bundle.open(args.target)  # verifies every file: a damaged bundle ends in exit 2
         return 0
     summary = describe_checkpoint(args.target)
     if args.json:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gpmask.bundle import PRECISIONS
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
@@ -27,7 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "-o", "--output", required=True,
-        help="video file (.avi MJPG, .mp4 mp4v, .mkv, .mov) or a folder for PNG images",
+        help="video file (.avi MJPG, .mp4 mp4v, .mkv, .mov) or a folder for PNG images; "
+        "never one of the inputs; an existing folder is replaced only if it is empty or "
+        "holds an earlier run's frames",
     )
     parser.add_argument(
         "--weather", default="auto",
@@ -38,7 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="write input and restored frame next to each other")
     parser.add_argument("--log", help="CSV with frame index, weather chosen, latency per stage")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
-    parser.add_argument("--precision", default="fp32", help="fp32, fp16, int8, ... (default fp32)")
+    parser.add_argument("--precision", default="fp32",
+                        help=f"{', '.join(PRECISIONS)} (default fp32)")
     parser.add_argument("--route-every", type=int, default=1, metavar="K",
                         help="auto: classify every K-th frame (default 1)")
     parser.add_argument("--switch-after", type=int, default=3, metavar="M",
@@ -51,11 +56,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gpmask.bundle import Bundle
     from gpmask.errors import GpmaskError
+    from gpmask.fileio import check_outputs
     from gpmask.runtime import Restorer
     from gpmask.runtime.loop import run_loop
     from gpmask.runtime.routing import make_router
     from gpmask.runtime.video import open_sink, open_source
 
+    schedule = args.weather if args.weather.lower().endswith((".csv", ".json")) else None
+    check_outputs([args.output, args.log], [args.input, args.bundle, schedule])
     bundle = Bundle.open(args.bundle)
     router = make_router(args.weather, bundle, args.route_every, args.switch_after)
     restorer = Restorer(bundle, backend=args.backend, precision=args.precision)

@@ -124,13 +124,18 @@ def _source(args: argparse.Namespace, config):
 
 
 def run(args: argparse.Namespace) -> int:
+    from gpmask.data.paired import data_spec_paths
+    from gpmask.fileio import check_file_output, check_outputs
     from gpmask.masking.distributed import init_from_environment, shutdown
     from gpmask.masking.report import mask_report, write_mask_report
     from gpmask.masking.trainer import Trainer
 
     output = Path(args.output)
-    if not output.parent.is_dir():
-        raise GpmaskError(f"cannot write {output}: folder {output.parent} does not exist")
+    stem = output.name.removesuffix(".safetensors").removesuffix(".gpmask")
+    reports = [output.with_name(stem + ".masks.json"), output.with_name(stem + ".masks.png")]
+    check_outputs([output, *reports], [args.images, args.perceptual_weights,
+                                       *data_spec_paths(args.data)])
+    check_file_output(output)
     config = _config(args)
     source = _source(args, config)
     context = init_from_environment()
@@ -141,13 +146,8 @@ def run(args: argparse.Namespace) -> int:
         ).run()
         if context.is_main:
             result.checkpoint.save(output)
-            stem = output.name.removesuffix(".safetensors").removesuffix(".gpmask")
             report = mask_report(result.checkpoint, result.history)
-            write_mask_report(
-                report,
-                output.with_name(stem + ".masks.json"),
-                output.with_name(stem + ".masks.png"),
-            )
+            write_mask_report(report, *reports)
             state.unlink(missing_ok=True)
             densities = ", ".join(f"{w} {d:.1%}" for w, d in report["density"].items())
             print(

@@ -264,6 +264,14 @@ def _size_mismatch(input_path: Path, input_shape: tuple, gt_path: Path, gt_shape
     )
 
 
+def data_spec_paths(specs: list[str] | None) -> list[str]:
+    """The paths ``--data WEATHER=DIR[:LAYOUT]`` options may name, without parsing the
+    folders (for the check that no output overwrites an input): each location with and
+    without its ``:LAYOUT`` suffix."""
+    locations = [spec.partition("=")[2] for spec in specs or []]
+    return locations + [location.rpartition(":")[0] for location in locations if ":" in location]
+
+
 def parse_data_spec(
     spec: str, skip_bad: bool = False, progress: bool = True
 ) -> tuple[str, PairedFolder]:

@@ -27,19 +27,27 @@ import torch
 from tqdm import tqdm
 
 from gpmask import __version__
-from gpmask.bundle import COMMON, FORMAT_VERSION, Bundle
+from gpmask.bundle import COMMON, FORMAT_VERSION, Bundle, is_bundle
 from gpmask.errors import GpmaskError
 from gpmask.export.specialize import FoldedParameterError, ParameterBinding
 from gpmask.export.trace import INPUT_NAME, OPSET, OUTPUT_NAME, check_static_shape, trace_graph
 from gpmask.export.verify import verify_graphs
 from gpmask.export.weight_store import write_shared_weights
-from gpmask.fileio import atomic_directory, sha256_file, write_text_atomic
+from gpmask.fileio import (
+    atomic_directory,
+    check_outputs,
+    check_replaceable,
+    sha256_file,
+    write_text_atomic,
+)
 from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
 from gpmask.model import size_multiple
 
 WEIGHTS_FILE = "weights.bin"
 REPORT_FILE = "reports/export.json"
 PRECISION = "fp32"
+#: What an output folder that ``--force`` may replace is (see gpmask.fileio).
+BUNDLE = "a gpmask bundle"
 
 
 def _load(checkpoint: MaskedCheckpoint | str | os.PathLike) -> tuple[MaskedCheckpoint, str | None]:
@@ -131,7 +139,8 @@ def export_bundle(
     """Export ``checkpoint`` (a :class:`MaskedCheckpoint`, a path, or ``"demo"``) to a bundle.
 
     Args:
-        output: the bundle folder to create (refused if it exists, unless ``force``).
+        output: the bundle folder to create. An existing one is refused unless ``force``,
+            and even then replaced only if it is a gpmask bundle or an empty folder.
         weathers: subset of the checkpoint's weathers (default all), as a list or as
             ``"rain,snow"``; ``common`` is always exported.
         static_shape: fixed NCHW input shape; default dynamic batch, height and width.
@@ -141,6 +150,9 @@ def export_bundle(
 
     Returns the written bundle, opened from ``output``.
     """
+    if not isinstance(checkpoint, MaskedCheckpoint):
+        check_outputs([output], [resolve_checkpoint(checkpoint)])
+    check_replaceable(output, force, is_bundle, BUNDLE)  # before the slow part
     checkpoint, checkpoint_sha256 = _load(checkpoint)
     selected = select_weathers(checkpoint, weathers)
     model = checkpoint.build_model(COMMON)
@@ -149,7 +161,7 @@ def export_bundle(
         check_static_shape(static_shape, multiple)
     names = [COMMON, *selected]
     steps = 2 + len(names) * (2 if verify else 1)
-    with atomic_directory(output, force) as folder, tqdm(
+    with atomic_directory(output, force, is_bundle, BUNDLE) as folder, tqdm(
         total=steps, desc="export", unit="step", disable=not progress
     ) as bar:
         bar.set_postfix_str("tracing the network")

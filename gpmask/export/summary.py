@@ -29,8 +29,14 @@ def format_bytes(count: float) -> str:
 
 
 def referenced_bytes(graph_path: Path) -> dict[str, int]:
-    """Weight file -> bytes the graph's initializers reference in it (in-graph data under '')."""
-    model = onnx.load(str(graph_path), load_external_data=False)
+    """Weight file -> bytes the graph's initializers reference in it (in-graph data under '').
+
+    A graph that cannot be parsed (a damaged file) is a :class:`GpmaskError`.
+    """
+    try:
+        model = onnx.load(str(graph_path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and onnx's own, by version
+        raise GpmaskError(f"{graph_path.name} is not a readable ONNX graph ({exc})") from exc
     totals: dict[str, int] = defaultdict(int)
     for tensor in model.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
@@ -50,8 +56,8 @@ def _integrity(bundle: Bundle) -> str:
 
 
 def describe_bundle(path: str | os.PathLike) -> str:
-    """A human-readable summary of the bundle at ``path``."""
-    bundle = Bundle.open(path)
+    """A human-readable summary of the bundle at ``path``, damaged files included."""
+    bundle = Bundle.open(path, verify=False)  # damage is reported below, not raised
     manifest = bundle.manifest
     spec = manifest["input"]
     shape = "x".join("?" if d is None else str(d) for d in spec.get("shape", []))
@@ -74,7 +80,11 @@ def describe_bundle(path: str | os.PathLike) -> str:
             if not graph.is_file():
                 rows.append((weather, precision, graph.name, "MISSING", "-"))
                 continue
-            refs = referenced_bytes(graph)
+            try:
+                refs = referenced_bytes(graph)
+            except GpmaskError:
+                rows.append((weather, precision, graph.name, "UNREADABLE", "-"))
+                continue
             used = sum(refs.values())
             for location, count in refs.items():
                 per_precision[precision][location] += count

@@ -9,11 +9,18 @@ between versions.
 
 Every weather's graph has the same structure, so one timing cache per bundle lets
 later builds reuse the tactic timings of the first. Timings hold for one TensorRT
-version on one GPU architecture, so the cache file is named after both
-(``engines/timing.trt<version>.sm<capability>.cache``): a bundle built on a Jetson and
-on a desktop keeps two caches instead of one that each build would reject. Engines
-only run on the TensorRT version and GPU they were built with; both are recorded in
-the manifest so the runtime can refuse a mismatch.
+version on one GPU model, so the cache file is named after the version, the
+architecture and the GPU's name
+(``engines/timing.trt<version>.sm<capability>.<gpu-name>.cache``): a bundle built on
+two Orin modules (one SM, different GPUs) or on a Jetson and a desktop keeps a cache
+for each instead of one that TensorRT would reject. Engines only run on the TensorRT
+version and GPU they were built with; both are recorded in the manifest so the
+runtime can refuse a mismatch.
+
+The optimization profile covers ``--shapes`` (batch 1), except for a bundle exported
+with a static shape (``export --shape 1x3x720x1280``): its graphs accept that shape
+only, so the profile is min = opt = max = that shape, and ``--shapes`` saying anything
+else is refused.
 
 TF32: Polygraphy's builder config turns TensorRT's TF32 flag off unless asked, so fp32
 engines compute in full float32 by default; ``tf32=True`` lets fp32 convolutions and
@@ -21,7 +28,9 @@ matrix products use TF32 on GPUs that have it (faster, with rounding differences
 The manifest records the choice.
 
 Nothing is written unless TensorRT imports and a GPU is visible: an engine cannot be
-built, or faked, anywhere else.
+built, or faked, anywhere else. Bundle.open has checked every file the parser will
+read (graphs and weight files) against its sha256; a Polygraphy or TensorRT failure
+during a build ends in one GpmaskError line (see gpmask.runtime.backends.tensorrt).
 """
 
 from __future__ import annotations
@@ -38,19 +47,28 @@ from tqdm import tqdm
 from gpmask.bundle import COMMON, Bundle
 from gpmask.errors import GpmaskError
 from gpmask.fileio import atomic_path
+from gpmask.runtime.backends.tensorrt import tensorrt_errors
 
 ENGINE_FOLDER = "engines"
 DEFAULT_SHAPES = "64x64:720x1280:1080x1920"
+#: The precisions engines are built from (each one of gpmask.bundle.PRECISIONS; int8-cpu
+#: is ONNX Runtime's CPU format, not TensorRT's).
 BUILD_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
 class ShapeRange:
-    """Min, opt and max (height, width) of the one optimization profile (batch 1)."""
+    """Min, opt and max (height, width) of the one optimization profile, and its batch."""
 
     min: tuple[int, int]
     opt: tuple[int, int]
     max: tuple[int, int]
+    batch: int = 1
+
+    @classmethod
+    def fixed(cls, height: int, width: int, batch: int = 1) -> ShapeRange:
+        """The profile of a static shape: min = opt = max."""
+        return cls((height, width), (height, width), (height, width), batch)
 
     @classmethod
     def parse(cls, text: str, multiple: int) -> ShapeRange:
@@ -71,8 +89,32 @@ class ShapeRange:
                 raise GpmaskError(f"--shapes {text!r}: need min <= opt <= max on each side")
         return shapes
 
-    def to_dict(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+    def to_dict(self) -> dict[str, Any]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max),
+                "batch": self.batch}
+
+    def __str__(self) -> str:
+        return ":".join(f"{h}x{w}" for h, w in (self.min, self.opt, self.max))
+
+
+def profile_shapes(input_spec: dict[str, Any], shapes: str | None, multiple: int) -> ShapeRange:
+    """The optimization profile for a bundle whose manifest ``input`` is ``input_spec``.
+
+    A static height and width (``export --shape``) fix the profile (and the batch, when
+    it is static too); ``shapes`` may then only repeat them. Otherwise ``shapes``
+    (default :data:`DEFAULT_SHAPES`) is parsed, batch 1.
+    """
+    batch, _, height, width = input_spec.get("shape") or (None, 3, None, None)
+    if height is None or width is None:
+        return ShapeRange.parse(shapes or DEFAULT_SHAPES, multiple)
+    fixed = ShapeRange.fixed(height, width, batch or 1)
+    if shapes is not None and ShapeRange.parse(shapes, multiple) != ShapeRange.fixed(height,
+                                                                                      width):
+        static = "x".join("N" if d is None else str(d) for d in input_spec["shape"])
+        raise GpmaskError(f"--shapes {shapes!r} contradicts the bundle's static input shape "
+                          f"{static}: its graphs accept {height}x{width} only; leave --shapes "
+                          f"out (or give {fixed}), or export without --shape for a range")
+    return fixed
 
 
 @dataclass(frozen=True)
@@ -121,10 +163,15 @@ def visible_gpu() -> Gpu:
     return Gpu(raw_name.value.decode(errors="replace"), f"{major.value}.{minor.value}")
 
 
-def timing_cache_name(tensorrt_version: str, compute_capability: str) -> str:
-    """The bundle-relative timing cache for one TensorRT version on one GPU architecture."""
+def timing_cache_name(tensorrt_version: str, compute_capability: str, gpu_name: str) -> str:
+    """The bundle-relative timing cache for one TensorRT version on one GPU model.
+
+    The GPU's name is part of it (as a file-name-safe slug) because GPUs of one
+    architecture differ in what TensorRT measures: two Orin modules share SM 8.7.
+    """
     capability = compute_capability.replace(".", "")
-    return f"{ENGINE_FOLDER}/timing.trt{tensorrt_version}.sm{capability}.cache"
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "unknown-gpu"
+    return f"{ENGINE_FOLDER}/timing.trt{tensorrt_version}.sm{capability}.{slug}.cache"
 
 
 def build_engine(
@@ -141,9 +188,9 @@ def build_engine(
         Profile,
     )
 
-    profile = Profile().add(
-        input_name, min=(1, 3, *shapes.min), opt=(1, 3, *shapes.opt), max=(1, 3, *shapes.max)
-    )
+    batch = shapes.batch
+    profile = Profile().add(input_name, min=(batch, 3, *shapes.min), opt=(batch, 3, *shapes.opt),
+                            max=(batch, 3, *shapes.max))
     pools = {trt.MemoryPoolType.WORKSPACE: workspace_mb << 20} if workspace_mb else None
     config = CreateConfig(
         profiles=[profile],
@@ -152,25 +199,29 @@ def build_engine(
         tf32=tf32,
     )
     network = NetworkFromOnnxPath(str(graph), strongly_typed=True)
-    with atomic_path(engine) as tmp:
+    with atomic_path(engine) as tmp, \
+            tensorrt_errors(f"TensorRT could not build {os.path.basename(engine)} from "
+                            f"{os.path.basename(graph)}"):
         SaveBytes(EngineBytesFromNetwork(network, config, save_timing_cache=str(timing_cache)),
                   str(tmp))()
 
 
 def build_bundle_engines(
-    root: str | os.PathLike, precision: str, shapes: str = DEFAULT_SHAPES,
+    root: str | os.PathLike, precision: str, shapes: str | None = None,
     workspace_mb: int | None = None, tf32: bool = False,
 ) -> list[str]:
     """Build one engine per weather (and ``common``) at ``precision``; returns their paths.
 
-    Refuses, before writing anything, when TensorRT or a GPU is missing, when the bundle
-    lacks the graphs of ``precision``, or when their hashes do not match the manifest.
+    ``shapes``: the profile as ``MIN:OPT:MAX`` sizes (see :func:`profile_shapes`; None:
+    the bundle's static shape, or :data:`DEFAULT_SHAPES`). Refuses, before writing
+    anything, when TensorRT or a GPU is missing, when the bundle lacks the graphs of
+    ``precision``, or when any of its files does not match the manifest.
     """
     if precision not in BUILD_PRECISIONS:
         raise GpmaskError(f"unknown engine precision {precision!r}; use one of "
                           f"{', '.join(BUILD_PRECISIONS)}")
     bundle = Bundle.open(root)
-    shape_range = ShapeRange.parse(shapes, bundle.size_multiple)
+    shape_range = profile_shapes(bundle.manifest["input"], shapes, bundle.size_multiple)
     weathers = [*bundle.weathers, COMMON]
     missing = [w for w in weathers if precision not in bundle.manifest["graphs"].get(w, {})]
     if missing:
@@ -179,9 +230,13 @@ def build_bundle_engines(
                           f"--precision {precision}")
     trt = import_tensorrt()
     gpu = visible_gpu()
-    bundle.verify([bundle.manifest["graphs"][w][precision]["path"] for w in weathers])
-    (bundle.root / ENGINE_FOLDER).mkdir(exist_ok=True)
-    timing_cache = bundle.root / timing_cache_name(trt.__version__, gpu.compute_capability)
+    try:
+        (bundle.root / ENGINE_FOLDER).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise GpmaskError(f"cannot write {bundle.root / ENGINE_FOLDER}: "
+                          f"{exc.strerror or exc}") from exc
+    timing_cache = bundle.root / timing_cache_name(trt.__version__, gpu.compute_capability,
+                                                   gpu.name)
     written = []
     for weather in tqdm(weathers, desc=f"TensorRT {precision}", unit="engine"):
         relative = f"{ENGINE_FOLDER}/{weather}.{precision}.engine"

@@ -28,6 +28,19 @@ from gpmask.runtime.video import VideoFileSink, open_source, read_video
 DEMO_SEQUENCE = ("rain", "snow", "raindrop", CLEAR)
 #: Weathers whose synthetic pattern is fixed on the lens rather than redrawn each frame.
 STATIC_WEATHERS = ("raindrop",)
+#: The demo's summary file; its presence marks a folder the demo wrote.
+SUMMARY_FILE = "psnr.json"
+#: What an output folder that ``gpmask demo --force`` may replace is (see gpmask.fileio).
+DEMO_FOLDER = "a gpmask demo folder"
+
+
+def is_demo_output(folder: Path) -> bool:
+    """Whether ``folder`` is an earlier demo's output (its summary says so)."""
+    try:
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and {"routing_accuracy", "psnr"} <= set(summary)
 
 
 @dataclass
@@ -179,7 +192,7 @@ def run_demo(
 
     bundle = Bundle.open(bundle_path)
     router = make_router("auto", bundle)
-    restorer = Restorer(bundle.root, backend=backend)
+    restorer = Restorer(bundle, backend=backend)
     clip = make_clip(bundle.weathers, frames=frames, size=size)
     write_video(output / "input.avi", clip.degraded, clip.fps)
     source = open_source(str(output / "input.avi"))
@@ -205,7 +218,7 @@ def run_demo(
         "psnr": table,
         "note": "PSNR against the clean frames, measured on the decoded MJPG videos",
     }
-    write_text_atomic(output / "psnr.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(output / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     write_text_atomic(output / "psnr.md", format_table(table, accuracy))
     plot_timeline(output / "timeline.png", clip, result, [CLEAR, *bundle.weathers])
     return summary

@@ -2,8 +2,8 @@
 
 The bundle's graphs take an NCHW float32 RGB batch in [0, 1] whose height and width are
 multiples of the manifest's ``size_multiple``; users hand over whatever their camera or
-video library gives (uint8 or float32, RGB or BGR, gray, with or without alpha, any
-size). This module converts between the two in numpy alone, so that every backend
+video library gives (uint8, or float32/float64 in [0, 1]; RGB or BGR, gray, with or
+without alpha, any size). This module converts between the two in numpy alone, so that every backend
 sees the same input and every user gets back a frame shaped and typed like the one
 they gave: gray stays gray (the restored image's luminance), alpha is passed through
 untouched, and the padding the network needed is cropped away.
@@ -23,8 +23,12 @@ import numpy as np
 
 from gpmask.errors import GpmaskError
 
-#: Pixel types a frame may have: 8-bit, or float32 already in [0, 1].
-FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+#: Pixel types a frame may have: 8-bit (0-255), or float32/float64 already in [0, 1].
+FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
+#: How far outside [0, 1] a float frame's values may stray (rounding in a user's own
+#: conversion); anything further is a frame in another range (0-255 as floats, say),
+#: which the network would turn into a white frame without complaint.
+FLOAT_RANGE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class FrameFormat:
 
     Attributes:
         shape: the frame's shape, ``(H, W)`` or ``(H, W, C)`` with C in 1, 3, 4.
-        dtype: ``uint8`` (0-255) or ``float32`` (0-1).
+        dtype: ``uint8`` (0-255), ``float32`` or ``float64`` (0-1).
         bgr: colour channels are in BGR(A) order (OpenCV's), not RGB(A).
     """
 
@@ -49,7 +53,7 @@ class FrameFormat:
         if frame.dtype not in FRAME_DTYPES:
             raise GpmaskError(
                 f"frame dtype {frame.dtype} is not supported; give uint8 (0-255) "
-                f"or float32 (0-1) pixels"
+                f"or float32/float64 (0-1) pixels"
             )
         channels_ok = frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4))
         if not channels_ok:
@@ -59,6 +63,8 @@ class FrameFormat:
             )
         if frame.shape[0] == 0 or frame.shape[1] == 0:
             raise GpmaskError(f"frame shape {frame.shape} is empty")
+        if frame.dtype != np.uint8:
+            _check_float_range(frame)
         return cls(tuple(frame.shape), frame.dtype, bgr)
 
     @property
@@ -104,6 +110,19 @@ class FrameFormat:
         if self.channels == 4:
             pixels = np.concatenate([pixels, original[:, :, 3:4]], axis=2)
         return np.ascontiguousarray(pixels.reshape(self.shape))
+
+
+def _check_float_range(frame: np.ndarray) -> None:
+    """Refuse a float frame with NaN/Inf or with values outside [0, 1]."""
+    low, high = float(np.min(frame)), float(np.max(frame))  # NaN propagates into both
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise GpmaskError(f"{frame.dtype} frame has NaN or infinite values; float frames "
+                          f"must hold finite values in [0, 1] (uint8 frames are accepted "
+                          f"as they are)")
+    if low < -FLOAT_RANGE_TOLERANCE or high > 1 + FLOAT_RANGE_TOLERANCE:
+        raise GpmaskError(f"{frame.dtype} frame has values in [{low:g}, {high:g}]; float "
+                          f"frames must be in [0, 1] (divide 0-255 values by 255, or pass "
+                          f"uint8 frames, which are accepted as they are)")
 
 
 def _to_dtype(pixels: np.ndarray, dtype: np.dtype) -> np.ndarray:

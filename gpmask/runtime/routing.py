@@ -60,16 +60,37 @@ class FixedRouter(Router):
 
 @dataclass(frozen=True)
 class ScheduleEntry:
-    """Frames (or seconds) ``start`` up to ``end`` (exclusive; None: to the end) -> weather."""
+    """Frames (or seconds) ``start`` up to ``end`` (exclusive; None: to the end) -> weather.
+
+    ``name`` says where the entry is in its file (``entry 2``), for messages.
+    """
 
     start: float
     end: float | None
     in_seconds: bool
     weather: str
+    name: str = "entry"
 
     def covers(self, frame: Frame) -> bool:
         position = frame.time_s if self.in_seconds else frame.index
         return self.start <= position and (self.end is None or position < self.end)
+
+    def overlaps(self, other: ScheduleEntry) -> bool:
+        """Whether both entries cover some position (same unit only; see ScheduleRouter)."""
+        if self.in_seconds != other.in_seconds:
+            return False
+        return ((other.end is None or self.start < other.end)
+                and (self.end is None or other.start < self.end))
+
+    def __str__(self) -> str:
+        unit = "s" if self.in_seconds else ""
+        end = "" if self.end is None else f"{self.end:g}{unit}"
+        return f"{self.name} ({self.start:g}{unit}-{end} {self.weather})"
+
+
+def _conflict(name: str, first: ScheduleEntry, second: ScheduleEntry) -> GpmaskError:
+    return GpmaskError(f"{name}: {first} and {second} overlap; every frame must be covered "
+                       f"by exactly one entry")
 
 
 class ScheduleRouter(Router):
@@ -78,12 +99,19 @@ class ScheduleRouter(Router):
     CSV: a header ``start,end,weather``; JSON: a list of objects with those keys.
     A bound is a frame index (``120``) or a time in seconds with an ``s`` suffix
     (``4.5s``); ``end`` is exclusive and may be empty (CSV) or absent (JSON) for "to the
-    end". The first entry that covers a frame wins; a frame no entry covers is an error.
+    end". Each frame must be covered by exactly one entry: overlapping entries are
+    refused when the schedule is read (entries of one unit) or at the first frame both
+    cover (a frame range and a time range, which meet only at the video's frame rate);
+    a frame no entry covers is an error too.
     """
 
     def __init__(self, entries: list[ScheduleEntry], name: str) -> None:
         if not entries:
             raise GpmaskError(f"{name}: the schedule has no entries")
+        for index, first in enumerate(entries):
+            for second in entries[index + 1:]:
+                if first.overlaps(second):
+                    raise _conflict(name, first, second)
         self.entries = entries
         self.name = name
 
@@ -102,25 +130,48 @@ class ScheduleRouter(Router):
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise GpmaskError(f"{path}: expected a list of {{start, end, weather}} objects")
         else:
-            reader = csv.DictReader(text.splitlines())
-            if reader.fieldnames is None or not {"start", "weather"} <= set(reader.fieldnames):
-                raise GpmaskError(f"{path}: expected a CSV header start,end,weather")
-            rows = list(reader)
-        entries = [_schedule_entry(row, f"{path} entry {n + 1}", known) for n, row in
+            rows = _csv_rows(text, path)
+        entries = [_schedule_entry(row, f"{path}", f"entry {n + 1}", known) for n, row in
                    enumerate(rows)]
         return cls(entries, str(path))
 
     def route(self, frame: Frame) -> str:
-        for entry in self.entries:
-            if entry.covers(frame):
-                return entry.weather
+        covering = [entry for entry in self.entries if entry.covers(frame)]
+        if len(covering) > 1:
+            raise _conflict(self.name, *covering[:2])
+        if covering:
+            return covering[0].weather
         raise GpmaskError(
             f"{self.name}: no entry covers frame {frame.index} (t={frame.time_s:.2f}s)"
         )
 
 
-def _schedule_entry(row: dict[str, Any], where: str, known: list[str]) -> ScheduleEntry:
+def _csv_rows(text: str, path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV schedule; a row with fewer or more fields than the header is
+    refused by its line number (csv fills missing fields with None)."""
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None or not {"start", "weather"} <= set(reader.fieldnames):
+        raise GpmaskError(f"{path}: expected a CSV header start,end,weather")
+    header = ",".join(reader.fieldnames)
+    rows = []
+    for row in reader:
+        if None in row.values():
+            raise GpmaskError(f"{path} line {reader.line_num}: the row has too few fields; "
+                              f"expected {header}")
+        if None in row:
+            raise GpmaskError(f"{path} line {reader.line_num}: the row has too many fields; "
+                              f"expected {header}")
+        rows.append(row)
+    return rows
+
+
+def _schedule_entry(
+    row: dict[str, Any], path: str, name: str, known: list[str]
+) -> ScheduleEntry:
+    where = f"{path} {name}"
     weather = str(row.get("weather") or "").strip()
+    if not weather:
+        raise GpmaskError(f"{where}: no weather given; expected one of {', '.join(known)}")
     if weather not in known:
         raise GpmaskError(f"{where}: weather {weather!r} is not one of {', '.join(known)}")
     start, start_s = _schedule_bound(row.get("start"), where)
@@ -129,7 +180,7 @@ def _schedule_entry(row: dict[str, Any], where: str, known: list[str]) -> Schedu
     end, end_s = _schedule_bound(row.get("end"), where)
     if end is not None and (end_s != start_s or end <= start):
         raise GpmaskError(f"{where}: 'end' must be after 'start', in the same unit")
-    return ScheduleEntry(start, end, start_s, weather)
+    return ScheduleEntry(start, end, start_s, weather, name)
 
 
 def _schedule_bound(value: Any, where: str) -> tuple[float | None, bool]:

@@ -4,16 +4,19 @@ Frames flow through the loop as OpenCV delivers them: ``uint8`` arrays of shape
 ``HxWx3`` in BGR order. Sources turn gray or four-channel images into that shape and
 refuse what cannot be (16-bit or float pixels), so nothing downstream guesses.
 
-Sinks write to a temporary file or image name beside the target and move it into
-place, so an interrupted run leaves either nothing or a complete, playable file
-holding the frames done so far (:meth:`VideoFileSink.close` runs on every exit).
+Sinks write to a temporary file or folder beside the target and move it into place,
+so an interrupted run leaves either nothing or a complete, playable file (or folder of
+images) holding the frames done so far (:meth:`FrameSink.close` runs on every exit).
+Both check when they are opened that the temporary output can be created, so a target
+that cannot be written (``/proc/x.mp4``) is refused before any frame is restored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import tempfile
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +26,13 @@ import cv2
 import numpy as np
 
 from gpmask.errors import GpmaskError
-from gpmask.fileio import atomic_path
+from gpmask.fileio import (
+    check_file_output,
+    check_replaceable,
+    install_folder,
+    new_folder_beside,
+    temporary_file_beside,
+)
 
 #: Image file suffixes a folder source reads (OpenCV decodes all of them).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -31,6 +40,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG", ".mov": "mp4v"}
 #: Frame rate given to frames that carry none (image folders, cameras reporting 0).
 DEFAULT_FPS = 25.0
+#: The names :class:`ImageFolderSink` gives its images (``frame_000000.png``, ...).
+FRAME_NAME = re.compile(r"frame_\d{6}\.png")
 
 
 @dataclass(frozen=True)
@@ -133,7 +144,8 @@ def open_source(spec: str) -> FrameSource:
     """The frame source ``spec`` names: a folder, a video file, a camera index, or a
     GStreamer pipeline (any string containing ``!``, opened with ``CAP_GSTREAMER``)."""
     if re.fullmatch(r"\d+", spec):
-        capture = cv2.VideoCapture(int(spec))
+        with _opencv_errors_only():
+            capture = cv2.VideoCapture(int(spec))
         if not capture.isOpened():
             raise GpmaskError(f"camera {spec}: cannot be opened (no such camera or it is busy)")
         return CaptureSource(capture, f"camera {spec}", is_file=False)
@@ -143,7 +155,8 @@ def open_source(spec: str) -> FrameSource:
                 "this OpenCV was built without GStreamer, so a pipeline input cannot be "
                 "opened; install an OpenCV built with GStreamer (JetPack's is)"
             )
-        capture = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
+        with _opencv_errors_only():
+            capture = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
         if not capture.isOpened():
             raise GpmaskError(f"GStreamer pipeline cannot be opened: {spec}")
         return CaptureSource(capture, "GStreamer pipeline", is_file=False)
@@ -154,10 +167,24 @@ def open_source(spec: str) -> FrameSource:
         raise GpmaskError(f"{spec}: no such file or folder")
     if path.stat().st_size == 0:
         raise GpmaskError(f"{spec}: empty file")
-    capture = cv2.VideoCapture(str(path))
+    with _opencv_errors_only():
+        capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise GpmaskError(f"{spec}: not a video OpenCV can read (unknown format or damaged)")
     return CaptureSource(capture, spec, is_file=True)
+
+
+@contextlib.contextmanager
+def _opencv_errors_only() -> Iterator[None]:
+    """Keep OpenCV's warnings (each backend it tries says why it could not open the
+    input) off the terminal while an input is opened: a failure is reported as one
+    gpmask error line instead."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _has_gstreamer() -> bool:
@@ -196,8 +223,7 @@ class VideoFileSink(FrameSink):
                 f"{path}: unsupported video container {suffix or '(none)'}; use one of "
                 f"{', '.join(VIDEO_CODECS)} or a folder for images"
             )
-        if not path.parent.is_dir():
-            raise GpmaskError(f"cannot write {path}: folder {path.parent} does not exist")
+        check_file_output(path, path.suffix)
         self.path = path
         self.fps = fps
         self.writer: cv2.VideoWriter | None = None
@@ -207,12 +233,7 @@ class VideoFileSink(FrameSink):
     def write(self, pixels: np.ndarray) -> None:
         height, width = pixels.shape[:2]
         if self.writer is None:
-            fd, name = tempfile.mkstemp(
-                prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent
-            )
-            os.close(fd)
-            self.temp = Path(name)
-            self.temp.chmod(0o644)  # mkstemp makes 0600; a video is meant to be shared
+            self.temp = temporary_file_beside(self.path, self.path.suffix)
             fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
             self.writer = cv2.VideoWriter(str(self.temp), fourcc, self.fps, (width, height))
             self.size = (width, height)
@@ -239,27 +260,43 @@ class VideoFileSink(FrameSink):
         self.temp = None
 
 
-class ImageFolderSink(FrameSink):
-    """One image per frame, ``frame_000000.png`` onwards, each written atomically."""
+def is_frame_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds only images named as :class:`ImageFolderSink` names them,
+    i.e. an earlier run's output, which a new run may replace."""
+    return all(FRAME_NAME.fullmatch(p.name) and p.is_file() for p in folder.iterdir())
 
-    def __init__(self, folder: Path, suffix: str = ".png") -> None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GpmaskError(f"cannot write {folder}: {exc.strerror}") from exc
+
+class ImageFolderSink(FrameSink):
+    """One PNG image per frame, ``frame_000000.png`` onwards, in a new folder.
+
+    The images go into a temporary folder beside the target, moved into place by
+    :meth:`close`, so the folder never mixes two runs' frames. An existing target is
+    replaced only when it is empty or holds nothing but an earlier run's frames; a
+    folder of anything else is refused and left as it is.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        check_replaceable(folder, True, is_frame_folder, "an earlier run's frame folder")
+        shutil.rmtree(new_folder_beside(folder))  # refuses what cannot be written
         self.path = folder
-        self.suffix = suffix
+        self.temp: Path | None = None
 
     def write(self, pixels: np.ndarray) -> None:
-        ok, encoded = cv2.imencode(self.suffix, pixels)
+        ok, encoded = cv2.imencode(".png", pixels)
         if not ok:
             raise GpmaskError(f"{self.path}: cannot encode frame {self.frames_written}")
-        with atomic_path(self.path / f"frame_{self.frames_written:06d}{self.suffix}") as tmp:
-            tmp.write_bytes(encoded.tobytes())
+        if self.temp is None:
+            self.temp = new_folder_beside(self.path)
+        (self.temp / f"frame_{self.frames_written:06d}.png").write_bytes(encoded.tobytes())
         self.frames_written += 1
 
     def close(self) -> None:
-        """Every image is complete once written; nothing to finalise."""
+        if self.temp is not None and self.temp.exists():
+            if self.frames_written:
+                install_folder(self.temp, self.path)
+            else:
+                shutil.rmtree(self.temp)
+        self.temp = None
 
 
 def open_sink(spec: str, fps: float) -> FrameSink:

@@ -6,7 +6,9 @@ provider, ``onnxruntime-cpu``, ``onnxruntime-cuda``, ``onnxruntime-tensorrt``.
 
 ``auto`` takes the fastest thing that can run here: TensorRT when it is importable and
 the bundle has engines at the precision built for this TensorRT and GPU, then ONNX
-Runtime with CUDA, then ONNX Runtime on the CPU. Backend modules import their runtime
+Runtime with CUDA, then ONNX Runtime on the CPU. A GPU that cannot be queried (the
+tensorrt package present without a GPU, driver or CUDA runtime) means TensorRT is not
+usable here: ``auto`` logs why and falls back. Backend modules import their runtime
 library only when chosen, so a machine without TensorRT never tries to import it.
 """
 
@@ -33,13 +35,16 @@ def tensorrt_available() -> bool:
 
 def _engines_usable(bundle: Bundle, precision: str, device: int) -> bool:
     """Whether ``auto`` should take TensorRT: engines exist and were built for this machine."""
-    from gpmask.runtime.backends.tensorrt import engine_mismatch, running_target
+    from gpmask.runtime.backends.tensorrt import engine_mismatch, probe_running_target
 
     engines = [per.get(precision) for per in bundle.manifest.get("engines", {}).values()]
     engines = [record for record in engines if record]
     if not engines or not tensorrt_available():
         return False
-    running = running_target(device)
+    running, problem = probe_running_target(device)
+    if running is None:
+        log.warning("not using TensorRT: %s", problem)
+        return False
     for record in engines:
         problem = engine_mismatch(record, running, str(bundle.root), precision)
         if problem:

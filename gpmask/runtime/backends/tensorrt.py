@@ -21,11 +21,20 @@ Engines are specific to the TensorRT version and the GPU they were built on. Bef
 loading, each engine's manifest record is compared with the running TensorRT and GPU
 (:func:`engine_mismatch`, a pure function) and a mismatch is refused with the command
 that rebuilds the engines.
+
+Failures are reported the project's way, as one :class:`GpmaskError` line: Polygraphy
+signals them with ``PolygraphyException`` (a failed build, a CUDA error) and TensorRT's
+bindings with ``RuntimeError``; :func:`tensorrt_errors` converts both where gpmask calls
+them. TensorRT's own "failed" return values (``None`` from
+``create_execution_context``, ``False`` from ``set_tensor_address``) are checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +43,8 @@ import numpy as np
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
 from gpmask.runtime.backends.base import Backend, prepared_weathers, verify_files
+
+log = logging.getLogger("gpmask.runtime")
 
 # cudaDeviceAttr values of the CUDA runtime API (stable across CUDA versions).
 _COMPUTE_CAPABILITY_MAJOR = 75
@@ -82,6 +93,24 @@ def engine_mismatch(
     )
 
 
+def tensorrt_error_types() -> tuple[type[BaseException], ...]:
+    """What Polygraphy and TensorRT raise when an operation fails (not a gpmask bug)."""
+    from polygraphy.exception import PolygraphyException
+
+    return (PolygraphyException, RuntimeError)
+
+
+@contextlib.contextmanager
+def tensorrt_errors(action: str) -> Iterator[None]:
+    """Turn a Polygraphy or TensorRT failure inside the block into one-line
+    ``GpmaskError("<action>: <their message>")``; anything else passes unchanged."""
+    try:
+        yield
+    except tensorrt_error_types() as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise GpmaskError(f"{action}: {detail}") from exc
+
+
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
 
@@ -109,6 +138,21 @@ def running_target(device: int) -> EngineTarget:
     cudart.check(get_properties(props, device))
     name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
     return EngineTarget(trt.__version__, name, f"{major.value}.{minor.value}")
+
+
+def probe_running_target(device: int) -> tuple[EngineTarget | None, str | None]:
+    """:func:`running_target`, or None and the reason it could not be queried.
+
+    For choosing a backend: with the tensorrt package present but no GPU, driver or
+    CUDA runtime, the query fails in many ways (ImportError, OSError from ctypes,
+    PolygraphyException from a CUDA error code); each means "TensorRT is not usable
+    here", not a crash.
+    """
+    try:
+        return running_target(device), None
+    except Exception as exc:  # every failure means the same here, see above
+        return None, f"cannot query GPU {device} ({type(exc).__name__}: " \
+                     f"{' '.join(str(exc).split())})"
 
 
 class PinnedBuffer:
@@ -158,18 +202,26 @@ class TensorRTBackend(Backend):
 
         if _version_tuple(trt.__version__) < (10, 1):
             raise GpmaskError(f"TensorRT {trt.__version__} is too old; gpmask needs 10.1 or later")
-        cudart = _cudart()
-        cudart.check(cudart.handle.cudaSetDevice(device))
         self.weathers = prepared_weathers(bundle, "engines", precision)
         records = {w: bundle.engine_entry(w, precision) for w in self.weathers}
         self._shape_ranges = {w: r.get("shapes") for w, r in records.items()}
-        running = running_target(device)
+        running, problem = probe_running_target(device)
+        if running is None:
+            raise GpmaskError(f"backend tensorrt: {problem}")
         for record in records.values():
             problem = engine_mismatch(record, running, str(bundle.root), precision)
             if problem:
                 raise GpmaskError(problem)
         verify_files(bundle, [bundle.root / r["path"] for r in records.values()])
+        self.contexts: dict[str, Any] = {}
+        with tensorrt_errors(f"backend tensorrt: cannot load the {precision} engines of "
+                             f"{bundle.root}"):
+            self._load(trt, cuda, bundle, records, precision, device)
 
+    def _load(self, trt: Any, cuda: Any, bundle: Bundle, records: dict[str, dict[str, Any]],
+              precision: str, device: int) -> None:
+        cudart = _cudart()
+        cudart.check(cudart.handle.cudaSetDevice(device))
         logger = trt.Logger(trt.Logger.WARNING)
         # The ONNX parser may have mapped an op to one of TensorRT's plugins at build time;
         # the engine only deserializes once the plugin library is registered.
@@ -184,7 +236,12 @@ class TensorRTBackend(Backend):
                                   f"with `gpmask build {bundle.root} --precision {precision}`")
             self.engines[weather] = engine
         strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
-        self.contexts = {w: e.create_execution_context(strategy) for w, e in self.engines.items()}
+        for weather, engine in self.engines.items():
+            context = engine.create_execution_context(strategy)
+            if context is None:  # TensorRT reports failure (e.g. out of memory) this way
+                raise GpmaskError(f"TensorRT could not create an execution context for the "
+                                  f"{weather} engine (out of GPU memory?)")
+            self.contexts[weather] = context
         scratch_bytes = max(e.device_memory_size_v2 for e in self.engines.values())
         self.scratch = cuda.DeviceArray.raw((max(scratch_bytes, 1),))
         for context in self.contexts.values():
@@ -209,28 +266,31 @@ class TensorRTBackend(Backend):
         for weather, context in self.contexts.items():
             if not context.set_input_shape(self._input, shape):
                 raise GpmaskError(
-                    f"the {weather} engine does not accept input shape {shape} (built for "
-                    f"batch 1 and sizes {self._shape_ranges[weather] or 'unrecorded'}); rebuild "
-                    f"it with `gpmask build --shapes` covering this frame size")
+                    f"the {weather} engine does not accept input shape {shape} (its profile: "
+                    f"{self._shape_ranges[weather] or 'unrecorded'}); rebuild it with "
+                    f"`gpmask build --shapes` covering this frame size")
         self._output_shape = tuple(self.contexts[self.weathers[0]].get_tensor_shape(self._output))
         self._device_in.resize(shape)
         self._device_out.resize(self._output_shape)
-        for context in self.contexts.values():
-            context.set_tensor_address(self._input, self._device_in.ptr)
-            context.set_tensor_address(self._output, self._device_out.ptr)
+        for weather, context in self.contexts.items():
+            for name, buffer in ((self._input, self._device_in), (self._output, self._device_out)):
+                if not context.set_tensor_address(name, buffer.ptr):
+                    raise GpmaskError(f"TensorRT refused the {name!r} buffer of the {weather} "
+                                      f"engine for input shape {shape}")
         self._shape = shape
 
     def run(self, weather: str, batch: np.ndarray) -> np.ndarray:
-        if batch.shape != self._shape:
-            self._bind(batch.shape)
-        host_in = self._host_in.view(batch.shape, self._input_dtype)
-        np.copyto(host_in, batch, casting="same_kind")
-        host_out = self._host_out.view(self._output_shape, self._output_dtype)
-        self._device_in.copy_from(host_in, self.stream)
-        if not self.contexts[weather].execute_async_v3(self.stream.ptr):
-            raise GpmaskError(f"TensorRT failed to run the {weather} engine")
-        self._device_out.copy_to(host_out, self.stream)
-        self.stream.synchronize()
+        with tensorrt_errors(f"TensorRT failed to run the {weather} engine"):
+            if batch.shape != self._shape:
+                self._bind(batch.shape)
+            host_in = self._host_in.view(batch.shape, self._input_dtype)
+            np.copyto(host_in, batch, casting="same_kind")
+            host_out = self._host_out.view(self._output_shape, self._output_dtype)
+            self._device_in.copy_from(host_in, self.stream)
+            if not self.contexts[weather].execute_async_v3(self.stream.ptr):
+                raise GpmaskError(f"TensorRT failed to run the {weather} engine")
+            self._device_out.copy_to(host_out, self.stream)
+            self.stream.synchronize()
         return host_out.astype(np.float32, copy=False)
 
     def close(self) -> None:
