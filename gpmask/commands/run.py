@@ -19,6 +19,9 @@ import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from gpmask.runtime.routing import RoutingPolicy
+
+    defaults = RoutingPolicy()
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
     parser.add_argument(
         "-i", "--input", required=True,
@@ -30,19 +33,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="video file (.avi MJPG, .mp4 mp4v, .mkv, .mov) or a folder for PNG images",
     )
     parser.add_argument(
-        "--weather", default="auto",
+        "--weather",
         help="a weather of the bundle, 'common', 'clear', 'auto' (the bundle's router), or a "
-        "schedule file .csv/.json of start,end,weather (default: auto)",
+        "schedule file .csv/.json of start,end,weather (default: auto when the bundle has a "
+        "router, else the bundle's default weather)",
     )
     parser.add_argument("--side-by-side", action="store_true",
                         help="write input and restored frame next to each other")
     parser.add_argument("--log", help="CSV with frame index, weather chosen, latency per stage")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
     parser.add_argument("--precision", default="fp32", help="fp32, fp16, int8, ... (default fp32)")
-    parser.add_argument("--route-every", type=int, default=1, metavar="K",
-                        help="auto: classify every K-th frame (default 1)")
-    parser.add_argument("--switch-after", type=int, default=3, metavar="M",
-                        help="auto: a new weather must win M decisions in a row (default 3)")
+    parser.add_argument("--route-every", type=int, default=defaults.every, metavar="K",
+                        help=f"auto: classify every K-th frame (default {defaults.every})")
+    parser.add_argument("--switch-after", type=int, default=defaults.switch_after, metavar="M",
+                        help="auto: a new weather must win M decisions in a row "
+                             f"(default {defaults.switch_after})")
+    parser.add_argument("--clear-after", type=int, default=defaults.clear_after, metavar="M",
+                        help="auto: 'clear' must win M decisions in a row to end a weather "
+                             f"(default {defaults.clear_after})")
     parser.add_argument("--clear", default="pass", choices=["pass", "common"],
                         help="frames routed to 'clear': pass through, or the common graph")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -53,11 +61,13 @@ def run(args: argparse.Namespace) -> int:
     from gpmask.errors import GpmaskError
     from gpmask.runtime import Restorer
     from gpmask.runtime.loop import run_loop
-    from gpmask.runtime.routing import make_router
+    from gpmask.runtime.routing import RoutingPolicy, make_router
     from gpmask.runtime.video import open_sink, open_source
 
     bundle = Bundle.open(args.bundle)
-    router = make_router(args.weather, bundle, args.route_every, args.switch_after)
+    weather = args.weather or ("auto" if "router" in bundle.manifest else bundle.default_weather)
+    policy = RoutingPolicy(args.route_every, args.switch_after, args.clear_after)
+    router = make_router(weather, bundle, policy)
     restorer = Restorer(bundle, backend=args.backend, precision=args.precision)
     source = open_source(args.input)
     try:
@@ -65,8 +75,15 @@ def run(args: argparse.Namespace) -> int:
     except GpmaskError:
         source.close()
         raise
-    print(f"backend {restorer.backend_name}, precision {args.precision}, "
-          f"routing {args.weather}", file=sys.stderr)
+    if args.weather:
+        routing = weather
+    elif weather == "auto":
+        routing = "auto (the default: the bundle has a router)"
+    else:
+        routing = (f"{weather} (the default: the bundle has no router for auto; "
+                   f"`gpmask train-router {args.bundle}` makes one)")
+    print(f"backend {restorer.backend_name}, precision {args.precision}, routing {routing}",
+          file=sys.stderr)
     outputs = {"side_by_side_sink": sink} if args.side_by_side else {"sink": sink}
     try:
         result = run_loop(
