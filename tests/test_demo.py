@@ -6,6 +6,9 @@ import contextlib
 import csv
 import io
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,8 +17,10 @@ import pytest
 
 from gpmask.cli import main
 from gpmask.errors import GpmaskError
+from gpmask.export.router import SHIPPED_ROUTERS
 from gpmask.masking.checkpoint import SHIPPED_CHECKPOINTS
-from gpmask.runtime.demo import make_clip, psnr_table
+from gpmask.runtime.demo import format_table, make_clip, psnr_table, switch_lags
+from gpmask.runtime.routing import CLEAR
 from tests.conftest import make_checkpoint
 
 WEATHERS = ["rain", "raindrop", "snow"]
@@ -48,19 +53,46 @@ def test_clip_leaves_out_weathers_the_bundle_lacks_and_refuses_too_few_frames() 
         make_clip(WEATHERS, frames=3, size=32)
 
 
-def test_psnr_table_against_an_independent_computation() -> None:
-    clip = make_clip(WEATHERS, frames=8, size=32)
+def test_psnr_table_splits_frames_by_the_weather_they_were_routed_to() -> None:
+    clip = make_clip(WEATHERS, frames=8, size=32)  # rain, rain, snow, snow, raindrop x2, clear x2
     restored = [cv2.GaussianBlur(f, (3, 3), 0) for f in clip.degraded]
-    table = psnr_table(clip, clip.degraded, restored)
+    chosen = list(clip.weathers)
+    chosen[2] = "rain"  # the first snow frame is still routed to rain
+    table = psnr_table(clip, clip.degraded, restored, chosen)
     assert list(table) == ["rain", "snow", "raindrop", "clear"]
-    for weather, row in table.items():
+
+    def mean(frames: list[np.ndarray], index: list[int]) -> float:
+        return float(np.mean([_psnr(frames[i], clip.clean[i]) for i in index]))
+
+    snow = table["snow"]
+    assert (snow["frames"], snow["frames_routed_right"]) == (2, 1)
+    assert snow["restored_psnr"] == pytest.approx(mean(restored, [3]), abs=1e-6)
+    assert snow["input_psnr"] == pytest.approx(mean(clip.degraded, [3]), abs=1e-6)
+    assert list(snow["routed"]) == ["rain"]
+    assert snow["routed"]["rain"]["frames"] == 1
+    assert snow["routed"]["rain"]["restored_psnr"] == pytest.approx(mean(restored, [2]), abs=1e-6)
+    for weather in ("rain", "raindrop"):
         index = [i for i, w in enumerate(clip.weathers) if w == weather]
-        assert row["frames"] == len(index)
-        restored_psnr = np.mean([_psnr(restored[i], clip.clean[i]) for i in index])
-        assert row["restored_psnr"] == pytest.approx(restored_psnr, abs=1e-6)
-        if weather != "clear":  # clear input equals ground truth: infinite PSNR
-            input_psnr = np.mean([_psnr(clip.degraded[i], clip.clean[i]) for i in index])
-            assert row["input_psnr"] == pytest.approx(input_psnr, abs=1e-6)
+        assert table[weather]["frames_routed_right"] == len(index) == 2
+        assert table[weather]["routed"] == {}
+        assert table[weather]["restored_psnr"] == pytest.approx(mean(restored, index), abs=1e-6)
+    markdown = format_table(table, 0.875, switch_lags(clip.weathers, chosen))
+    assert f"| snow | rain | 1 | {snow['routed']['rain']['input_psnr']:.2f} |" in markdown
+    assert f"| snow | snow | 1 | {snow['input_psnr']:.2f} |" in markdown
+    assert "rain to snow 1" in markdown and "87.5%" in markdown
+
+
+def test_switch_lags_count_the_frames_before_the_router_follows() -> None:
+    true = ["rain", "rain", "snow", "snow", "snow", CLEAR, CLEAR]
+    chosen = ["rain", "rain", "rain", "rain", "snow", "snow", CLEAR]
+    assert switch_lags(true, chosen) == [
+        {"frame": 2, "from": "rain", "to": "snow", "frames": 2},
+        {"frame": 5, "from": "snow", "to": CLEAR, "frames": 1},
+    ]
+    assert switch_lags(true, true) == [
+        {"frame": 2, "from": "rain", "to": "snow", "frames": 0},
+        {"frame": 5, "from": "snow", "to": CLEAR, "frames": 0},
+    ]
 
 
 def _check_outputs(folder: Path, frames: int, size: int) -> dict:
@@ -78,9 +110,16 @@ def _check_outputs(folder: Path, frames: int, size: int) -> dict:
     assert list(summary["psnr"]) == ["rain", "snow", "raindrop", "clear"]
     assert sum(row["frames"] for row in summary["psnr"].values()) == frames
     markdown = (folder / "psnr.md").read_text()
-    assert markdown.startswith("| weather | frames | input PSNR (dB) | restored PSNR (dB) |")
+    assert markdown.startswith("| true weather | routed to | frames | input PSNR (dB) |")
     for weather, row in summary["psnr"].items():
-        assert f"| {weather} | {row['frames']} | {row['input_psnr']:.2f} |" in markdown
+        if row["frames_routed_right"]:
+            assert (f"| {weather} | {weather} | {row['frames_routed_right']} | "
+                    f"{row['input_psnr']:.2f} |") in markdown
+        for routed, other in row["routed"].items():
+            assert f"| {weather} | {routed} | {other['frames']} |" in markdown
+    clear = summary["psnr"]["clear"]
+    if clear["frames_routed_right"]:  # passed through: exactly the input the network got
+        assert clear["restored_psnr"] == clear["input_psnr"]
     plot = cv2.imread(str(folder / "timeline.png"))
     assert plot is not None and plot.shape[0] > 100
     rows = list(csv.DictReader((folder / "frames.csv").open()))
@@ -109,7 +148,8 @@ def test_demo_on_a_given_bundle_writes_every_output(tmp_path: Path, capsys) -> N
     assert code == 0
     summary = _check_outputs(output, 12, 64)
     assert summary["bundle"] == str(bundle)
-    assert "| rain | 3 |" in printed.getvalue()
+    assert (output / "psnr.md").read_text() in printed.getvalue()
+    assert sum(row["frames"] for row in summary["psnr"].values()) == 12
     assert main(["demo", "-o", str(output), "--bundle", str(bundle), "--no-progress"]) == 2
     assert "demo exists; pass --force to replace it" in capsys.readouterr().err
     with contextlib.redirect_stdout(io.StringIO()):  # an earlier demo's folder is replaced
@@ -119,22 +159,44 @@ def test_demo_on_a_given_bundle_writes_every_output(tmp_path: Path, capsys) -> N
 
 
 @pytest.fixture(scope="module")
-def shipped_demo(tmp_path_factory) -> Path:
-    """The output folder of `gpmask demo` run with no arguments (once for this module)."""
+def shipped_demo_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`gpmask demo` with no arguments, as a user runs it (once for this module), and
+    the folder it wrote."""
     if not SHIPPED_CHECKPOINTS["demo"].is_file():
         pytest.skip("the shipped demo checkpoint is not in gpmask/assets yet")
     folder = tmp_path_factory.mktemp("shipped-demo")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        assert main(["demo", "--no-progress"]) == 0
-    return folder / "gpmask-demo"
+    run = subprocess.run([sys.executable, "-m", "gpmask.cli", "demo"], cwd=folder,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    return run, folder / "gpmask-demo"
+
+
+@pytest.fixture(scope="module")
+def shipped_demo(shipped_demo_run: tuple[subprocess.CompletedProcess, Path]) -> Path:
+    """The output folder of `gpmask demo` run with no arguments."""
+    return shipped_demo_run[1]
 
 
 @pytest.mark.slow
 def test_demo_with_no_arguments_exports_the_shipped_model(shipped_demo: Path) -> None:
     summary = _check_outputs(shipped_demo, 96, 192)
     assert summary["bundle"] == "bundle"
-    assert "router" in json.loads((shipped_demo / "bundle/manifest.json").read_text())
+    manifest = json.loads((shipped_demo / "bundle/manifest.json").read_text())
+    shipped = json.loads(SHIPPED_ROUTERS["demo"].with_suffix(".json").read_text())
+    assert manifest["router"]["sha256"] == shipped["sha256"]  # shipped, not trained anew
+
+
+@pytest.mark.slow
+def test_demo_prints_no_warnings(
+    shipped_demo_run: tuple[subprocess.CompletedProcess, Path]
+) -> None:
+    """Only the demo's own lines: progress bars and the results' report."""
+    run, _ = shipped_demo_run
+    text = run.stdout + run.stderr
+    noise = [line for line in text.splitlines()
+             if re.search(r"warn|deprecat|error|traceback", line, re.IGNORECASE)]
+    assert noise == []
+    assert "| rain | rain |" in run.stdout
 
 
 @pytest.mark.slow

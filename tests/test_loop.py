@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -222,3 +223,17 @@ def test_loop_routing_video_and_demo_clip_import_no_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_run_right_after_export_uses_the_default_weather_without_a_router(
+    tmp_path: Path, bundle: Path, restorer: Restorer, image_folder: Path,
+    frames: list[np.ndarray], capsys
+) -> None:
+    """`gpmask run BUNDLE` needs no --weather: auto with a router, else the default weather."""
+    assert "router" not in json.loads((bundle / "manifest.json").read_text())
+    output = tmp_path / "out"
+    assert main(["run", str(bundle), "-i", str(image_folder), "-o", str(output),
+                 "--no-progress"]) == 0
+    assert "routing rain (the default: the bundle has no router" in capsys.readouterr().err
+    first = cv2.imread(str(output / "frame_000000.png"))
+    np.testing.assert_array_equal(first, restorer.restore(frames[0], "rain", bgr=True))

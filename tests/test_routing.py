@@ -15,6 +15,7 @@ from gpmask.runtime.routing import (
     CLEAR,
     FixedRouter,
     Hysteresis,
+    RoutingPolicy,
     ScheduleRouter,
     make_router,
 )
@@ -65,8 +66,22 @@ def test_hysteresis_takes_the_first_decision_at_once() -> None:
 
 
 def test_hysteresis_refuses_zero() -> None:
-    with pytest.raises(GpmaskError, match="at least 1"):
+    with pytest.raises(GpmaskError, match="switch-after must be at least 1"):
         Hysteresis(0)
+    with pytest.raises(GpmaskError, match="clear-after must be at least 1"):
+        Hysteresis(3, clear_after=0)
+    with pytest.raises(GpmaskError, match="route-every must be at least 1"):
+        RoutingPolicy(every=0)
+
+
+def test_hysteresis_ends_a_weather_after_clear_after_decisions() -> None:
+    hysteresis = Hysteresis(3, clear_after=1)
+    decisions = ["rain", "rain", CLEAR, "rain", "snow", "snow", "snow", CLEAR, CLEAR]
+    chosen = [hysteresis.update(decision) for decision in decisions]
+    # clear takes over at once; a weather still needs three decisions in a row
+    assert chosen == ["rain", "rain", CLEAR, CLEAR, CLEAR, CLEAR, "snow", CLEAR, CLEAR]
+    symmetric = Hysteresis(3)
+    assert [symmetric.update(d) for d in ["rain", CLEAR]] == ["rain", "rain"]
 
 
 # ----------------------------------------------------------------- schedules
@@ -232,7 +247,8 @@ def _weather_clip(weathers: list[str], size: int = 96) -> list[Frame]:
 def test_auto_routing_holds_through_a_one_frame_change(routed_bundle) -> None:
     folder, _ = routed_bundle
     clip = _weather_clip(["snow"] * 6 + [CLEAR] + ["snow"] * 6 + ["rain"] * 8)
-    router = make_router("auto", Bundle.open(folder), every=1, switch_after=3)
+    router = make_router("auto", Bundle.open(folder),
+                         RoutingPolicy(every=1, switch_after=3, clear_after=3))
     chosen, decisions = [], []
     for frame in clip:
         chosen.append(router.route(frame))
@@ -250,7 +266,7 @@ def test_auto_routing_holds_through_a_one_frame_change(routed_bundle) -> None:
 def test_auto_routing_decides_every_k_frames(routed_bundle) -> None:
     folder, _ = routed_bundle
     clip = _weather_clip(["rain"] * 4 + ["snow"] * 4 + ["raindrop"] * 4 + [CLEAR] * 4)
-    router = make_router("auto", Bundle.open(folder), every=4, switch_after=1)
+    router = make_router("auto", Bundle.open(folder), RoutingPolicy(every=4, switch_after=1))
     chosen = [router.route(frame) for frame in clip]
     expected = [router.classify(clip[i - i % 4].pixels) for i in range(len(clip))]
     assert chosen == expected
@@ -266,3 +282,45 @@ def test_tampered_router_is_refused(routed_bundle, tmp_path: Path) -> None:
         handle.write(b"\0")
     with pytest.raises(GpmaskError, match="router.onnx does not match its manifest sha256"):
         make_router("auto", Bundle.open(copy))
+
+
+# ----------------------------------------------------------------- the shipped router
+def test_shipped_router_matches_its_record_and_the_demo_weathers() -> None:
+    import onnxruntime as ort
+
+    from gpmask.export.router import SHIPPED_ROUTERS, RouterSettings, shipped_router
+    from gpmask.fileio import sha256_file
+    from gpmask.masking.checkpoint import MaskedCheckpoint
+    from gpmask.runtime.routing import router_input
+
+    weathers = MaskedCheckpoint.load("demo").weathers
+    graph, record = shipped_router("demo", weathers)
+    assert graph == SHIPPED_ROUTERS["demo"]
+    assert record["sha256"] == sha256_file(graph)
+    assert record["classes"] == [CLEAR, *weathers]
+    defaults = RouterSettings()  # what `gpmask train-router` makes with no options
+    assert record["input_size"] == list(defaults.input_size)
+    assert record["training"]["steps"] == defaults.steps
+    assert 0.25 < record["accuracy"] <= 1.0
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"image": router_input(PIXELS, tuple(record["input_size"]))})[0]
+    assert logits.shape == (1, len(weathers) + 1)
+    # only for the exact weathers it was trained on, and only for the shipped checkpoint
+    assert shipped_router("demo", ["rain", "snow"]) is None
+    assert shipped_router("my-model", weathers) is None
+
+
+def test_attached_router_is_refused_when_its_record_does_not_match(tmp_path: Path) -> None:
+    from gpmask.export.router import SHIPPED_ROUTERS, attach_router
+
+    bundle = _bundle(tmp_path)
+    graph = SHIPPED_ROUTERS["demo"]
+    record = json.loads(graph.with_suffix(".json").read_text())
+    attach_router(bundle, graph, record)
+    assert bundle.manifest["router"]["sha256"] == record["sha256"]
+    assert (tmp_path / "router.onnx").read_bytes() == graph.read_bytes()
+    (tmp_path / "other").mkdir()
+    other = _bundle(tmp_path / "other")
+    with pytest.raises(GpmaskError, match="does not match the sha256 its record gives"):
+        attach_router(other, graph, {**record, "sha256": "0" * 64})
+    assert not (tmp_path / "other" / "router.onnx").exists()

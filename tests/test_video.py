@@ -175,12 +175,27 @@ def test_gstreamer_pipeline_without_gstreamer_says_so() -> None:
         open_source("videotestsrc ! videoconvert ! appsink")
 
 
-def test_side_by_side_puts_input_left() -> None:
+def test_side_by_side_puts_input_left_and_captions_each_half() -> None:
     left, right = _frames(2)
-    both = side_by_side(left, right)
+    originals = [left.copy(), right.copy()]
+    both = side_by_side(left, right, "input", "restored: snow, 3.0 ms")
     assert both.shape == (48, 128, 3)
-    np.testing.assert_array_equal(both[:, :64], left)
-    np.testing.assert_array_equal(both[:, 64:], right)
+    np.testing.assert_array_equal(left, originals[0])  # the inputs are not drawn on
+    np.testing.assert_array_equal(right, originals[1])
+    for half, original in ((both[:, :64], left), (both[:, 64:], right)):
+        changed = np.flatnonzero((half != original).any(axis=(1, 2)))
+        band = int(changed.max()) + 1
+        # the caption is a band along the top; everything below it is the frame as it was
+        np.testing.assert_array_equal(changed, np.arange(band))
+        assert 6 <= band <= 24
+        np.testing.assert_array_equal(half[band:], original[band:])
+        # the band darkens the picture to 35 % (at most 89 here); the text is white on it
+        text = half[:band] > (original[:band] * 0.35).astype(np.uint8) + 1
+        assert text.any(axis=2).mean() > 0.02
+        assert (original[:band] * 0.35).max() < 90 and half[:band].max() >= 200
+    other = side_by_side(left, right, "input", "restored: rain, 3.0 ms")
+    assert not np.array_equal(other[:, 64:], both[:, 64:])
+    np.testing.assert_array_equal(other[:, :64], both[:, :64])
 
 
 def test_a_missing_camera_is_one_error_without_opencvs_warnings(capfd) -> None:

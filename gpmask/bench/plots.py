@@ -46,11 +46,29 @@ def _latency_by_size(report: dict[str, Any], target: Path) -> Path:
         axes.bar(xs, [by_size.get(size, 0) for size in sizes], width, label=record["label"])
     axes.set_xticks(range(len(sizes)), sizes)
     axes.set_yscale("log")
-    axes.set_ylabel("p50 latency per frame (ms, log)")
+    _plain_log_ticks(axes.yaxis)
+    axes.set_ylabel("p50 latency per frame (ms, log scale)")
+    axes.set_xlabel("frame size (height x width)")
     axes.set_title("Latency by frame size and backend (batch 1)")
+    axes.grid(axis="y", which="both", alpha=0.3)
     if records:
-        axes.legend(fontsize=8)
+        _legend_outside(axes)
     return _save(figure, target)
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """Label a log axis with plain numbers (2, 5, 10, 20 ...) instead of 6x10^0."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+
+
+def _legend_outside(axes: Any) -> None:
+    """The legend to the right of the plot, where it hides no bar or point."""
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def _quality_vs_speed(report: dict[str, Any], target: Path) -> Path:
@@ -67,9 +85,11 @@ def _quality_vs_speed(report: dict[str, Any], target: Path) -> Path:
             for x, y, size in points:
                 axes.annotate(size, (x, y), fontsize=7)
     axes.set_xscale("log")
-    axes.set_xlabel("frames per second (log)")
+    _plain_log_ticks(axes.xaxis)
+    axes.set_xlabel("frames per second (log scale)")
     axes.set_ylabel(f"PSNR vs {report['reference']['quality'] or 'reference'} (dB)")
     axes.set_title("Quality against speed per precision")
+    axes.grid(which="both", alpha=0.3)
     if axes.collections:
-        axes.legend(fontsize=8)
+        _legend_outside(axes)
     return _save(figure, target)

@@ -1,7 +1,7 @@
 """Run the whole pipeline on a synthetic clip whose weather changes: no data, no network.
 
 Makes a short clip from held-out sample images (rain, then snow, then raindrops, then
-clear), exports the shipped demo model into a bundle and trains its weather router
+clear), exports the shipped demo model into a bundle with its shipped weather router
 (unless --bundle is given), restores the clip with `auto` routing on the best
 backend available, and writes to the output folder: input.avi, restored.avi,
 side_by_side.avi, frames.csv, psnr.json, psnr.md (input vs restored vs ground truth,
@@ -23,8 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", help="bundle with a router (default: export the demo model)")
     parser.add_argument("--frames", type=int, default=96, help="clip length (default 96)")
     parser.add_argument("--size", type=int, default=192, help="frame side in pixels (default 192)")
-    parser.add_argument("--router-steps", type=int, default=600,
-                        help="router training steps when the demo trains it (default 600)")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing output folder (only an earlier demo's "
@@ -34,6 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.errors import GpmaskError
+    from gpmask.export import export_bundle
     from gpmask.fileio import atomic_directory, check_outputs
     from gpmask.runtime.demo import DEMO_FOLDER, format_table, is_demo_output, run_demo
 
@@ -47,23 +46,14 @@ def run(args: argparse.Namespace) -> int:
             bundle = Path(args.bundle)
         else:
             bundle = folder / "bundle"
-            _export_demo_bundle(bundle, args.router_steps, progress)
+            export_bundle("demo", bundle, progress=progress)  # with its shipped router
         summary = run_demo(bundle, folder, frames=args.frames, size=args.size,
                            backend=args.backend, progress=progress)
-    print(format_table(summary["psnr"], summary["routing_accuracy"]), end="")
+    print(format_table(summary["psnr"], summary["routing_accuracy"], summary["switch_lags"]),
+          end="")
     print(f"backend {summary['backend']}: {summary['frames']} frames, "
           f"{summary['mean_restore_ms']:.1f} ms per restore, loop {summary['loop_fps']:.1f} "
           f"frames/s")
     print(f"wrote {output}/: input.avi restored.avi side_by_side.avi frames.csv psnr.json "
           f"psnr.md timeline.png" + ("" if args.bundle else " bundle/"))
     return 0
-
-
-def _export_demo_bundle(bundle: Path, router_steps: int, progress: bool) -> None:
-    """The shipped demo model as a bundle, with a freshly trained router."""
-    from gpmask.export import export_bundle
-    from gpmask.export.router import RouterSettings, train_router
-
-    export_bundle("demo", bundle, progress=progress)
-    report = train_router(bundle, RouterSettings(steps=router_steps), progress=progress)
-    print(report.format())

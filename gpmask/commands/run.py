@@ -21,6 +21,9 @@ from gpmask.bundle import PRECISIONS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from gpmask.runtime.routing import RoutingPolicy
+
+    defaults = RoutingPolicy()
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
     parser.add_argument(
         "-i", "--input", required=True,
@@ -34,9 +37,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "holds an earlier run's frames",
     )
     parser.add_argument(
-        "--weather", default="auto",
+        "--weather",
         help="a weather of the bundle, 'common', 'clear', 'auto' (the bundle's router), or a "
-        "schedule file .csv/.json of start,end,weather (default: auto)",
+        "schedule file .csv/.json of start,end,weather (default: auto when the bundle has a "
+        "router, else the bundle's default weather)",
     )
     parser.add_argument("--side-by-side", action="store_true",
                         help="write input and restored frame next to each other")
@@ -44,10 +48,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
     parser.add_argument("--precision", default="fp32",
                         help=f"{', '.join(PRECISIONS)} (default fp32)")
-    parser.add_argument("--route-every", type=int, default=1, metavar="K",
-                        help="auto: classify every K-th frame (default 1)")
-    parser.add_argument("--switch-after", type=int, default=3, metavar="M",
-                        help="auto: a new weather must win M decisions in a row (default 3)")
+    parser.add_argument("--route-every", type=int, default=defaults.every, metavar="K",
+                        help=f"auto: classify every K-th frame (default {defaults.every})")
+    parser.add_argument("--switch-after", type=int, default=defaults.switch_after, metavar="M",
+                        help="auto: a new weather must win M decisions in a row "
+                             f"(default {defaults.switch_after})")
+    parser.add_argument("--clear-after", type=int, default=defaults.clear_after, metavar="M",
+                        help="auto: 'clear' must win M decisions in a row to end a weather "
+                             f"(default {defaults.clear_after})")
     parser.add_argument("--clear", default="pass", choices=["pass", "common"],
                         help="frames routed to 'clear': pass through, or the common graph")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,13 +67,15 @@ def run(args: argparse.Namespace) -> int:
     from gpmask.fileio import check_outputs
     from gpmask.runtime import Restorer
     from gpmask.runtime.loop import run_loop
-    from gpmask.runtime.routing import make_router
+    from gpmask.runtime.routing import RoutingPolicy, make_router
     from gpmask.runtime.video import open_sink, open_source
 
-    schedule = args.weather if args.weather.lower().endswith((".csv", ".json")) else None
+    schedule = args.weather if (args.weather or "").lower().endswith((".csv", ".json")) else None
     check_outputs([args.output, args.log], [args.input, args.bundle, schedule])
     bundle = Bundle.open(args.bundle)
-    router = make_router(args.weather, bundle, args.route_every, args.switch_after)
+    weather = args.weather or ("auto" if "router" in bundle.manifest else bundle.default_weather)
+    policy = RoutingPolicy(args.route_every, args.switch_after, args.clear_after)
+    router = make_router(weather, bundle, policy)
     restorer = Restorer(bundle, backend=args.backend, precision=args.precision)
     source = open_source(args.input)
     try:
@@ -73,8 +83,15 @@ def run(args: argparse.Namespace) -> int:
     except GpmaskError:
         source.close()
         raise
-    print(f"backend {restorer.backend_name}, precision {args.precision}, "
-          f"routing {args.weather}", file=sys.stderr)
+    if args.weather:
+        routing = weather
+    elif weather == "auto":
+        routing = "auto (the default: the bundle has a router)"
+    else:
+        routing = (f"{weather} (the default: the bundle has no router for auto; "
+                   f"`gpmask train-router {args.bundle}` makes one)")
+    print(f"backend {restorer.backend_name}, precision {args.precision}, routing {routing}",
+          file=sys.stderr)
     outputs = {"side_by_side_sink": sink} if args.side_by_side else {"sink": sink}
     try:
         result = run_loop(

@@ -8,9 +8,11 @@ Ctrl-C leaves no bundle, and an existing one intact):
    (:mod:`gpmask.export.specialize`);
 3. write every distinct tensor once into ``weights.bin`` (:mod:`gpmask.export.weight_store`)
    and save the graphs, which reference it;
-4. check each graph with onnx.checker and ONNX Runtime against PyTorch
+4. a shipped checkpoint (``demo``) gets its shipped weather router (``router.onnx``,
+   :data:`gpmask.export.router.SHIPPED_ROUTERS`), so ``--weather auto`` works at once;
+5. check each graph with onnx.checker and ONNX Runtime against PyTorch
    (:mod:`gpmask.export.verify`), report to ``reports/export.json``;
-5. write ``manifest.json`` (schema in :mod:`gpmask.bundle`).
+6. write ``manifest.json`` (schema in :mod:`gpmask.bundle`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tqdm import tqdm
 from gpmask import __version__
 from gpmask.bundle import COMMON, FORMAT_VERSION, Bundle, is_bundle
 from gpmask.errors import GpmaskError
+from gpmask.export.router import attach_router, shipped_router
 from gpmask.export.specialize import FoldedParameterError, ParameterBinding
 from gpmask.export.trace import INPUT_NAME, OPSET, OUTPUT_NAME, check_static_shape, trace_graph
 from gpmask.export.verify import verify_graphs
@@ -40,7 +43,7 @@ from gpmask.fileio import (
     sha256_file,
     write_text_atomic,
 )
-from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
+from gpmask.masking.checkpoint import SHIPPED_CHECKPOINTS, MaskedCheckpoint, resolve_checkpoint
 from gpmask.model import size_multiple
 
 WEIGHTS_FILE = "weights.bin"
@@ -56,6 +59,15 @@ def _load(checkpoint: MaskedCheckpoint | str | os.PathLike) -> tuple[MaskedCheck
         return checkpoint, None
     loaded = MaskedCheckpoint.load(checkpoint)
     return loaded, sha256_file(resolve_checkpoint(checkpoint))
+
+
+def _shipped_name(checkpoint: MaskedCheckpoint | str | os.PathLike) -> str | None:
+    """The name of the shipped checkpoint ``checkpoint`` is (``demo``), or None."""
+    if isinstance(checkpoint, MaskedCheckpoint):
+        return None
+    path = resolve_checkpoint(checkpoint).resolve()
+    return next((name for name, shipped in SHIPPED_CHECKPOINTS.items()
+                 if shipped.resolve() == path), None)
 
 
 def select_weathers(checkpoint: MaskedCheckpoint, weathers: Sequence[str] | None) -> list[str]:
@@ -153,6 +165,7 @@ def export_bundle(
     if not isinstance(checkpoint, MaskedCheckpoint):
         check_outputs([output], [resolve_checkpoint(checkpoint)])
     check_replaceable(output, force, is_bundle, BUNDLE)  # before the slow part
+    source = checkpoint
     checkpoint, checkpoint_sha256 = _load(checkpoint)
     selected = select_weathers(checkpoint, weathers)
     model = checkpoint.build_model(COMMON)
@@ -180,6 +193,10 @@ def export_bundle(
             onnx.save(graph, str(folder / f"{weather}.onnx"))
             bundle.set_graph(weather, PRECISION, f"{weather}.onnx")
         bundle.set_weights(WEIGHTS_FILE)
+        shipped = _shipped_name(source)
+        router = shipped_router(shipped, selected) if shipped else None
+        if router:
+            attach_router(bundle, *router)
         bar.update()
         bundle.manifest["verification"] = {"status": "skipped"}
         if verify:

@@ -73,7 +73,7 @@ class TracedGraph:
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """Silence the exporter's progress prints, log lines and deprecation warnings."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
@@ -120,7 +120,7 @@ def trace_graph(
     if static_shape is None:
         dynamic = {INPUT_NAME: {axis: torch.export.Dim.DYNAMIC for axis in DYNAMIC_AXES}}
     try:
-        with _quiet_exporter():
+        with quiet_exporter():
             program = torch.onnx.export(
                 model.eval(),
                 (example,),

@@ -22,7 +22,7 @@ from gpmask.errors import GpmaskError
 from gpmask.fileio import atomic_path, write_text_atomic
 from gpmask.runtime.loop import LoopResult, run_loop
 from gpmask.runtime.routing import CLEAR, make_router
-from gpmask.runtime.video import VideoFileSink, open_source, read_video
+from gpmask.runtime.video import FrameSink, VideoFileSink, open_source, read_video
 
 #: The weather sequence of the demo clip, in order (weathers a bundle lacks are left out).
 DEMO_SEQUENCE = ("rain", "snow", "raindrop", CLEAR)
@@ -101,6 +101,28 @@ def _to_bgr_uint8(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)[:, :, ::-1])
 
 
+class KeepingSink(FrameSink):
+    """Forwards frames to another sink and keeps a copy of each.
+
+    The demo scores the restored frames as the network returned them: re-encoded, a
+    clear frame passed through unchanged would lose a JPEG generation and look worse
+    than its input.
+    """
+
+    def __init__(self, inner: FrameSink) -> None:
+        self.inner = inner
+        self.path = inner.path
+        self.frames: list[np.ndarray] = []
+
+    def write(self, pixels: np.ndarray) -> None:
+        self.inner.write(pixels)
+        self.frames.append(pixels.copy())
+        self.frames_written = self.inner.frames_written
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
     """Frames to a video file with the same sink the loop uses."""
     sink = VideoFileSink(path, fps)
@@ -116,34 +138,89 @@ def psnr(first: np.ndarray, second: np.ndarray) -> float:
     return float(cv2.PSNR(first, second))
 
 
-def psnr_table(clip: Clip, inputs: list[np.ndarray], restored: list[np.ndarray]) -> dict:
-    """Mean PSNR against the clean frames, per true weather: the input and the restored."""
+def _mean_psnr(frames: list[np.ndarray], clean: list[np.ndarray], index: list[int]) -> float:
+    return float(np.mean([psnr(frames[i], clean[i]) for i in index]))
+
+
+def psnr_table(
+    clip: Clip, inputs: list[np.ndarray], restored: list[np.ndarray], chosen: list[str]
+) -> dict:
+    """Mean PSNR against the clean frames per true weather, split by the weather routed to.
+
+    ``chosen`` is the router's weather per frame. A frame routed to another weather than
+    its own is restored by the wrong network (or passed through): it measures the
+    router, not the restoration, so those frames are reported apart, under ``routed``.
+    Each true weather's ``input_psnr``/``restored_psnr`` cover the frames routed to it.
+    """
     table = {}
+    done = min(len(restored), len(chosen))
     for weather in dict.fromkeys(clip.weathers):
-        index = [i for i, w in enumerate(clip.weathers) if w == weather and i < len(restored)]
+        index = [i for i, w in enumerate(clip.weathers) if w == weather and i < done]
+        routed: dict[str, list[int]] = {}
+        for i in index:
+            routed.setdefault(chosen[i], []).append(i)
+        right = routed.get(weather, [])
         table[weather] = {
             "frames": len(index),
-            "input_psnr": float(np.mean([psnr(inputs[i], clip.clean[i]) for i in index])),
-            "restored_psnr": float(np.mean([psnr(restored[i], clip.clean[i]) for i in index])),
+            "frames_routed_right": len(right),
+            "input_psnr": _mean_psnr(inputs, clip.clean, right) if right else None,
+            "restored_psnr": _mean_psnr(restored, clip.clean, right) if right else None,
+            "routed": {
+                other: {"frames": len(frames), "input_psnr": _mean_psnr(inputs, clip.clean, frames),
+                        "restored_psnr": _mean_psnr(restored, clip.clean, frames)}
+                for other, frames in routed.items() if other != weather
+            },
         }
     return table
 
 
-def format_table(table: dict, routing_accuracy: float) -> str:
-    """The PSNR table as markdown."""
+def switch_lags(true: list[str], chosen: list[str]) -> list[dict]:
+    """For every change of the true weather, the frames until the router followed it."""
+    lags = []
+    for start in range(1, min(len(true), len(chosen))):
+        if true[start] == true[start - 1]:
+            continue
+        end = start
+        while end < len(chosen) and true[end] == true[start] and chosen[end] != true[start]:
+            end += 1
+        lags.append({"frame": start, "from": true[start - 1], "to": true[start],
+                     "frames": end - start})
+    return lags
+
+
+def format_table(table: dict, routing_accuracy: float, lags: list[dict]) -> str:
+    """The PSNR table as markdown, with a sentence on each kind of row."""
     lines = [
-        "| weather | frames | input PSNR (dB) | restored PSNR (dB) | gain (dB) |",
-        "|---|---:|---:|---:|---:|",
+        "| true weather | routed to | frames | input PSNR (dB) | restored PSNR (dB) | gain (dB) |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for weather, row in table.items():
-        gain = row["restored_psnr"] - row["input_psnr"]
-        lines.append(
-            f"| {weather} | {row['frames']} | {row['input_psnr']:.2f} | "
-            f"{row['restored_psnr']:.2f} | {gain:+.2f} |"
-        )
-    lines.append("")
-    lines.append(f"Routing: the chosen weather matched the true one on {routing_accuracy:.1%} "
-                 f"of frames.")
+
+    def row(weather: str, routed: str, entry: dict) -> str:
+        gain = entry["restored_psnr"] - entry["input_psnr"]
+        return (f"| {weather} | {routed} | {entry['frames']} | {entry['input_psnr']:.2f} | "
+                f"{entry['restored_psnr']:.2f} | {gain:+.2f} |")
+
+    for weather, entry in table.items():
+        if entry["frames_routed_right"]:
+            lines.append(row(weather, weather, {**entry, "frames": entry["frames_routed_right"]}))
+        for routed, other in entry["routed"].items():
+            lines.append(row(weather, routed, other))
+    lines += [
+        "",
+        "PSNR against the clean frames: the input as the network got it (decoded from "
+        "input.avi), the output as the network returned it (before restored.avi encodes "
+        "it). A row whose weather and route agree is what the restoration network does for "
+        f"its own weather; a `{CLEAR}` frame routed to `{CLEAR}` is passed through, so its "
+        "gain is 0.",
+        "Rows where the route differs from the true weather are frames the router sent "
+        "elsewhere, nearly all just after the weather changed: the router switches to a new "
+        "weather only after several agreeing decisions (`--switch-after`; to clear sooner, "
+        "`--clear-after`), so the first frames of a new weather still go to the old one.",
+        f"Routing: the chosen weather matched the true one on {routing_accuracy:.1%} of frames.",
+    ]
+    if lags:
+        lag_text = ", ".join(f"{lag['from']} to {lag['to']} {lag['frames']}" for lag in lags)
+        lines.append(f"Frames before the router followed each change: {lag_text}.")
     return "\n".join(lines) + "\n"
 
 
@@ -156,21 +233,25 @@ def plot_timeline(path: Path, clip: Clip, result: LoopResult, classes: list[str]
 
     level = {name: i for i, name in enumerate(classes)}
     index = [r.frame for r in result.records]
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
+    figure.suptitle("gpmask demo: weather per frame (true and chosen by the router) "
+                    "and latency")
     top.step(range(len(clip.weathers)), [level[w] for w in clip.weathers], where="post",
              label="true", linewidth=3, alpha=0.5)
     top.step(index, [level[r.weather] for r in result.records], where="post", label="chosen")
     top.set_yticks(range(len(classes)), classes)
     top.set_ylabel("weather")
-    top.legend(loc="upper right")
+    top.set_title("weather per frame", fontsize=10)
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     bottom.plot(index, [r.restore_ms for r in result.records], label="restore")
     bottom.plot(index, [r.route_ms for r in result.records], label="route")
     bottom.set_ylabel("latency (ms)")
     bottom.set_xlabel("frame")
-    bottom.legend(loc="upper right")
+    bottom.set_title("time per frame to route and to restore", fontsize=10)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     figure.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
+        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -192,34 +273,37 @@ def run_demo(
 
     bundle = Bundle.open(bundle_path)
     router = make_router("auto", bundle)
-    restorer = Restorer(bundle, backend=backend)
     clip = make_clip(bundle.weathers, frames=frames, size=size)
     write_video(output / "input.avi", clip.degraded, clip.fps)
     source = open_source(str(output / "input.avi"))
-    result = run_loop(
-        source, restorer, router,
-        VideoFileSink(output / "restored.avi", source.fps),
-        side_by_side_sink=VideoFileSink(output / "side_by_side.avi", source.fps),
-        log_path=output / "frames.csv", progress=progress,
-    )
+    restored = KeepingSink(VideoFileSink(output / "restored.avi", source.fps))
+    with Restorer(bundle, backend=backend) as restorer:
+        backend_name = restorer.backend_name
+        result = run_loop(
+            source, restorer, router, restored,
+            side_by_side_sink=VideoFileSink(output / "side_by_side.avi", source.fps),
+            log_path=output / "frames.csv", progress=progress,
+        )
     inputs = read_video(output / "input.avi")
-    restored = read_video(output / "restored.avi")
-    table = psnr_table(clip, inputs, restored)
     chosen = [r.weather for r in result.records]
+    table = psnr_table(clip, inputs, restored.frames, chosen)
+    lags = switch_lags(clip.weathers, chosen)
     accuracy = float(np.mean([c == t for c, t in zip(chosen, clip.weathers, strict=False)]))
     summary = {
         "bundle": "bundle" if bundle.root == output / "bundle" else str(bundle.root),
-        "backend": restorer.backend_name,
+        "backend": backend_name,
         "frames": len(result.records),
         "size": [size, size],
         "loop_fps": result.fps,
         "mean_restore_ms": float(np.mean([r.restore_ms for r in result.records])),
         "routing_accuracy": accuracy,
+        "switch_lags": lags,
         "psnr": table,
-        "note": "PSNR against the clean frames, measured on the decoded MJPG videos",
+        "note": "PSNR against the clean frames: the network's input as decoded from "
+                "input.avi, its output before restored.avi encodes it",
     }
     write_text_atomic(output / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    write_text_atomic(output / "psnr.md", format_table(table, accuracy))
+    write_text_atomic(output / "psnr.md", format_table(table, accuracy, lags))
     plot_timeline(output / "timeline.png", clip, result, [CLEAR, *bundle.weathers])
     return summary
 

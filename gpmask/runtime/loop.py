@@ -129,7 +129,8 @@ def run_loop(
             record, output = _route_and_restore(frame, decode_ms, restorer, router, clear)
             outputs = [output] if sink is not None else []
             if side_by_side_sink is not None:
-                outputs.append(side_by_side(frame.pixels, output))
+                outputs.append(side_by_side(frame.pixels, output, "input",
+                                            restored_caption(record, clear)))
             if not _put(restored, (record, outputs), stop):
                 break
             bar.set_postfix_str(record.weather, refresh=False)
@@ -166,6 +167,14 @@ def _route_and_restore(
         decode_ms, (routed - tick) * 1e3, (done - routed) * 1e3,
     )
     return record, output
+
+
+def restored_caption(record: FrameRecord, clear: str) -> str:
+    """What the right half of a side-by-side frame shows: the weather used and its latency."""
+    if record.weather == CLEAR and clear == "pass":
+        return "clear: passed through"
+    network = f"{COMMON} (clear)" if record.weather == CLEAR else record.weather
+    return f"restored: {network}, {record.restore_ms:.1f} ms"
 
 
 def _put(target: queue.Queue, item: Any, stop: threading.Event) -> bool:

@@ -203,13 +203,20 @@ def _schedule_bound(value: Any, where: str) -> tuple[float | None, bool]:
 class Hysteresis:
     """Holds a choice until a different one wins ``switch_after`` consecutive decisions.
 
-    The first decision is taken at once (there is nothing to hold yet).
+    The first decision is taken at once (there is nothing to hold yet). Switching to
+    :data:`CLEAR` takes ``clear_after`` decisions instead: a weather network run on a
+    clear frame can only make it worse, while a rainy frame passed through loses no
+    more than a clear one would gain, so the router should leave a weather sooner than
+    it enters one.
     """
 
-    def __init__(self, switch_after: int) -> None:
-        if switch_after < 1:
-            raise GpmaskError(f"switch-after must be at least 1, got {switch_after}")
+    def __init__(self, switch_after: int, clear_after: int | None = None) -> None:
+        clear_after = switch_after if clear_after is None else clear_after
+        for name, value in (("switch-after", switch_after), ("clear-after", clear_after)):
+            if value < 1:
+                raise GpmaskError(f"{name} must be at least 1, got {value}")
         self.switch_after = switch_after
+        self.clear_after = clear_after
         self.current: str | None = None
         self.candidate: str | None = None
         self.votes = 0
@@ -224,10 +231,29 @@ class Hysteresis:
             self.votes += 1
         else:
             self.candidate, self.votes = decision, 1
-        if self.votes >= self.switch_after:
+        if self.votes >= (self.clear_after if decision == CLEAR else self.switch_after):
             self.current = decision
             self.candidate, self.votes = None, 0
         return self.current
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    """How often the classifier decides and how many agreeing decisions make it switch.
+
+    Attributes:
+        every: decide on every ``every``-th frame; frames between keep the choice.
+        switch_after: decisions a new weather must win in a row (see :class:`Hysteresis`).
+        clear_after: decisions :data:`CLEAR` must win in a row to end a weather.
+    """
+
+    every: int = 1
+    switch_after: int = 3
+    clear_after: int = 3
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise GpmaskError(f"route-every must be at least 1, got {self.every}")
 
 
 class ClassifierRouter(Router):
@@ -237,8 +263,7 @@ class ClassifierRouter(Router):
         session: an ``onnxruntime.InferenceSession`` of the classifier.
         classes: class names in output order (``clear`` and weathers).
         input_size: (height, width) the frame is downscaled to.
-        every: decide on every ``every``-th frame; frames between keep the choice.
-        switch_after: decisions a new weather must win in a row (see :class:`Hysteresis`).
+        policy: when to decide and when to switch.
     """
 
     def __init__(
@@ -246,22 +271,20 @@ class ClassifierRouter(Router):
         session: Any,
         classes: list[str],
         input_size: tuple[int, int],
-        every: int = 1,
-        switch_after: int = 3,
+        policy: RoutingPolicy = RoutingPolicy(),
     ) -> None:
-        if every < 1:
-            raise GpmaskError(f"route-every must be at least 1, got {every}")
         self.session = session
         self.input_name = session.get_inputs()[0].name
         self.classes = classes
         self.input_size = input_size
-        self.every = every
-        self.hysteresis = Hysteresis(switch_after)
+        self.every = policy.every
+        self.hysteresis = Hysteresis(policy.switch_after, policy.clear_after)
         #: the classifier's latest raw decision (before hysteresis), for logs.
         self.last_decision: str | None = None
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, every: int = 1, switch_after: int = 3) -> ClassifierRouter:
+    def from_bundle(cls, bundle: Bundle, policy: RoutingPolicy = RoutingPolicy()
+                    ) -> ClassifierRouter:
         """Load the bundle's router after checking its hash; refuse a bundle without one."""
         import onnxruntime as ort
 
@@ -280,8 +303,7 @@ class ClassifierRouter(Router):
         session = ort.InferenceSession(
             str(bundle.root / entry["path"]), options, providers=["CPUExecutionProvider"]
         )
-        return cls(session, list(entry["classes"]), tuple(entry["input_size"]), every,
-                   switch_after)
+        return cls(session, list(entry["classes"]), tuple(entry["input_size"]), policy)
 
     def classify(self, bgr: np.ndarray) -> str:
         """The classifier's decision for one frame, without hysteresis."""
@@ -295,14 +317,12 @@ class ClassifierRouter(Router):
         return self.hysteresis.current
 
 
-def make_router(
-    spec: str, bundle: Bundle, every: int = 1, switch_after: int = 3
-) -> Router:
+def make_router(spec: str, bundle: Bundle, policy: RoutingPolicy = RoutingPolicy()) -> Router:
     """The router ``--weather`` names: a weather, ``common``, ``clear``, ``auto`` or a
     schedule file (``.csv`` or ``.json``)."""
     known = [*bundle.weathers, COMMON, CLEAR]
     if spec == "auto":
-        return ClassifierRouter.from_bundle(bundle, every, switch_after)
+        return ClassifierRouter.from_bundle(bundle, policy)
     if spec in known:
         return FixedRouter(spec)
     path = Path(spec)

@@ -312,9 +312,38 @@ def open_sink(spec: str, fps: float) -> FrameSink:
     return ImageFolderSink(path)
 
 
-def side_by_side(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
-    """Input and restored frame next to each other (input left), same height."""
-    return np.hstack([original, restored])
+def side_by_side(
+    original: np.ndarray, restored: np.ndarray, left: str = "input", right: str = "restored"
+) -> np.ndarray:
+    """Input and restored frame next to each other (input left), each half captioned.
+
+    A viewer of the side-by-side video must be able to tell the halves apart without
+    reading the documentation, so each half gets its caption (``left``, ``right``)
+    drawn into a band along its top edge; the rest of both frames is unchanged.
+    """
+    halves = [np.array(original, copy=True), np.array(restored, copy=True)]
+    for half, text in zip(halves, (left, right), strict=True):
+        _caption(half, text)
+    return np.hstack(halves)
+
+
+def _caption(frame: np.ndarray, text: str) -> None:
+    """Write ``text`` in white on a darkened band along the top of ``frame`` (in place).
+
+    The font is scaled down until the text fits the frame's width; the band darkens
+    the picture instead of hiding it, so the caption stays readable on snow.
+    """
+    height, width = frame.shape[:2]
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1
+    scale = max(0.3, min(0.6, height / 400))
+    (text_w, text_h), baseline = cv2.getTextSize(text, font, scale, thickness)
+    if text_w > width - 4:
+        scale *= (width - 4) / text_w
+        (text_w, text_h), baseline = cv2.getTextSize(text, font, scale, thickness)
+    band = min(height, text_h + baseline + 4)
+    frame[:band] = (frame[:band] * 0.35).astype(frame.dtype)
+    cv2.putText(frame, text, (2, band - baseline - 2), font, scale, (255, 255, 255), thickness,
+                cv2.LINE_AA)
 
 
 def read_video(path: str | os.PathLike) -> list[np.ndarray]:
