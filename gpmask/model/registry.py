@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from gpmask.errors import GpmaskError
+from gpmask.model.ggpm_unet import GGPMUNet
 from gpmask.model.msunet import MultiScaleUNet
 
 #: Built-in architectures: name -> (class, default keyword arguments).
@@ -22,6 +23,8 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "msunet": (MultiScaleUNet, {"base_channels": 32, "num_res_blocks": 8}),
     "msunet-small": (MultiScaleUNet, {"base_channels": 16, "num_res_blocks": 4}),
     "msunet-tiny": (MultiScaleUNet, {"base_channels": 12, "num_res_blocks": 2}),
+    # The GGPM paper's own network at its run settings (loads its checkpoints as they are).
+    "ggpm-unet": (GGPMUNet, {"base_channels": 18, "num_blocks": 6}),
 }
 #: ``tiny`` is the preset that trains on a CPU in minutes (the shipped demo model).
 ARCHITECTURES["tiny"] = ARCHITECTURES["msunet-tiny"]
