@@ -119,8 +119,8 @@ class _ReferenceFiles:
         if dropped:
             state = {name: value for name, value in state.items() if name not in dropped}
             self.notes.append(
-                f"{path}: dropped {len(dropped)} training-only entries {self.arch} does not "
-                f"use ({', '.join(dropped)})"
+                f"{path}: dropped the training-only {', '.join(dropped)} ({self.arch} does "
+                f"not use them)"
             )
         return state
 
@@ -177,7 +177,7 @@ class _ReferenceFiles:
             raise GpmaskError(f"{counts}: entry {len(expected)} is past the last parameter")
         if head:
             self.notes.append(
-                f"{path}: dropped the {head} leading entries of training-only "
+                f"{path}: dropped the {head} leading entries, for the training-only "
                 f"{', '.join(self.training_only)}"
             )
         return masks
