@@ -11,11 +11,16 @@ calls on the state dict, with the original's nearest ``F.interpolate`` resizing
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
 
+from gpmask.calibration.channel_padding import pad_convolution_channels
+from gpmask.calibration.concat_split import split_concatenated_convolutions
+from gpmask.calibration.subpixel import subpixel_upsampling
 from gpmask.errors import GpmaskError
+from gpmask.export.trace import trace_graph
 from gpmask.masking.trainer import TrainConfig, Trainer
 from gpmask.model import GGPMUNet, build_model, size_multiple
 from tests.test_trainer import ToyPairs
@@ -280,3 +285,31 @@ def test_trains_with_the_ggpm_trainer() -> None:
         for weather in ("noise", "specks"):
             assert 0 < checkpoint.density(weather).overall < 1
             assert not np.allclose(checkpoint.build_model(weather)(x).numpy(), common.numpy())
+
+
+def test_cpu_int8_graph_rewrites_apply_and_stay_exact() -> None:
+    """The int8-cpu rewrites find their patterns in this graph and change no output."""
+    model = _randomised(build_model("ggpm-unet", {"base_channels": 4, "num_blocks": 2}))
+    graph = trace_graph(model, None, size_multiple(model)).model
+    rng = np.random.default_rng(0)
+    inputs = [rng.random((1, 3, 32, 48), dtype=np.float32),
+              rng.random((2, 3, 40, 24), dtype=np.float32)]
+
+    def run(onnx_model) -> list[np.ndarray]:
+        session = ort.InferenceSession(onnx_model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        return [session.run(None, {"image": x})[0] for x in inputs]
+
+    expected = run(graph)
+    with torch.no_grad():
+        for x, out in zip(inputs, expected, strict=True):
+            np.testing.assert_allclose(out, model(torch.from_numpy(x)).numpy(), atol=1e-4)
+    graph, upsampling = subpixel_upsampling(graph)
+    graph, split = split_concatenated_convolutions(graph)
+    graph, padded = pad_convolution_channels(graph)
+    # Both transposed convolutions; the one-reader concatenations before a convolution:
+    # each block's local fusion (6 stacks x 2 blocks), 3 AFFs, 2 SCMs, 2 decoder merges.
+    assert (upsampling, split) == (2, 6 * 2 + 7)
+    assert padded > 0  # every layer is narrower than 16 channels at base_channels 4
+    for out, reference in zip(run(graph), expected, strict=True):
+        assert float(np.abs(out - reference).max()) <= 1e-5

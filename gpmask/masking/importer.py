@@ -63,7 +63,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-class _ReferenceFiles:
+class _ImportReader:
     """Reads one import's files against one architecture, collecting notes on what it changed.
 
     Args:
@@ -140,10 +140,10 @@ class _ReferenceFiles:
 
     def _mask_from_list(self, entries: list[Any], path: str | os.PathLike) -> dict[str, Any]:
         """Entries matched to parameters by position, after the training-only head if present."""
-        count, head = len(self.parameters), len(self.training_only)
-        with_head = head > 0 and (
-            len(entries) == count + head
-            or (len(entries) != count and all(_is_scalar(e) for e in entries[:head]))
+        count, scalars = len(self.parameters), len(self.training_only)
+        with_head = scalars > 0 and (
+            len(entries) == count + scalars
+            or (len(entries) != count and all(_is_scalar(e) for e in entries[:scalars]))
         )
         expected = [(name, torch.Size()) for name in self.training_only] if with_head else []
         head = len(expected)
@@ -169,8 +169,8 @@ class _ReferenceFiles:
             masks[name] = value
         if len(entries) != len(expected):
             counts = f"mask {path}: {len(entries)} entries, but {self.arch} has {count} parameters"
-            if self.training_only:
-                counts += f" ({count + len(self.training_only)} with its training-only ones)"
+            if scalars:
+                counts += f" ({count + scalars} with its training-only ones)"
             if len(entries) < len(expected):
                 missing = expected[len(entries)][0]
                 raise GpmaskError(f"{counts}: no entry for {missing} (entry {len(entries)})")
@@ -209,7 +209,7 @@ def import_checkpoint(
     last of a mask history taken) is listed in ``checkpoint.provenance["notes"]``.
     """
     model = build_model(arch, arch_kwargs)
-    files = _ReferenceFiles(
+    files = _ImportReader(
         arch,
         [(name, param.shape) for name, param in model.named_parameters()],
         getattr(model, "training_only_parameters", ()),
