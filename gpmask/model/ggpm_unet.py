@@ -1,6 +1,6 @@
 """The GGPM paper's restoration network (WGWS-Net's stage-1 U-Net), as ``ggpm-unet``.
 
-The paper (arXiv 2411.16739) trains and publishes checkpoints of one network: a
+The paper (arXiv 2411.16739) trains one network: a
 three-level encoder-decoder of widths C, 2C, 4C built from residual dense blocks,
 with cross-scale fusion of the encoder features before decoding and the half- and
 quarter-size input injected into the second and third levels. This module computes
@@ -16,7 +16,7 @@ checkpoint written by the paper's code load with ``strict=True``. The original a
 registers six loss-weighting scalars ahead of everything else that its forward pass
 never reads; they are listed in :attr:`GGPMUNet.training_only_parameters` and left out.
 
-Pieces, fine to coarse:
+Its pieces:
 
 - every convolution is a :class:`ConvUnit` (a convolution, or a 4x4 stride-2 transposed
   convolution, optionally followed by exact GELU), which holds it as ``layer``;

@@ -4,7 +4,9 @@ A checkpoint records ``arch`` and ``arch_kwargs``; :func:`build_model` turns the
 into a module. Built-in names map to presets; ``package.module:ClassName`` imports a
 user's own network, which needs no registration. A network may declare a class
 attribute ``size_multiple`` (the factor its height and width must divide by); 1 is
-assumed otherwise.
+assumed otherwise. It may also declare ``training_only_parameters``: names its original
+code registers ahead of all its own parameters and never reads in the forward pass,
+which ``gpmask import`` drops from state dicts and from the head of mask lists.
 """
 
 from __future__ import annotations
