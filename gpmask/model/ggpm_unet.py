@@ -1,9 +1,9 @@
 """The GGPM paper's restoration network (WGWS-Net's stage-1 U-Net), as ``ggpm-unet``.
 
-The paper (arXiv 2411.16739) trains one network: a
-three-level encoder-decoder of widths C, 2C, 4C built from residual dense blocks,
-with cross-scale fusion of the encoder features before decoding and the half- and
-quarter-size input injected into the second and third levels. This module computes
+The paper (arXiv 2411.16739) trains one network: a three-level encoder-decoder of
+widths C, 2C, 4C built from residual dense blocks, with cross-scale fusion of the
+encoder features before decoding and the half- and quarter-size input injected into
+the second and third levels. This module computes
 the same function, so the paper's files load here and run through gpmask's export,
 calibration and runtime unchanged.
 
