@@ -94,19 +94,19 @@ def export_demo_bundle(checkpoint: str, folder: Path) -> Path:
     return export_bundle(source, folder / "bundle", verify=False).root
 
 
-def random_checkpoint() -> object:
-    """A three-weather masked checkpoint of the ``tiny`` network with random values."""
+def random_checkpoint(arch: str = "tiny", arch_kwargs: dict | None = None,
+                      weathers: tuple[str, ...] = ("rain", "raindrop", "snow")) -> object:
+    """A masked checkpoint of ``arch`` (default the ``tiny`` network) with random values."""
     from gpmask.masking.checkpoint import MaskedCheckpoint
     from gpmask.model import build_model
 
-    model = build_model("tiny", {})
+    model = build_model(arch, arch_kwargs)
     common = {name: value.detach().numpy() for name, value in model.state_dict().items()}
     rng = np.random.default_rng(0)
-    weathers = ("rain", "raindrop", "snow")
     masks = {w: {n: rng.random(v.shape) < 0.4 for n, v in common.items()} for w in weathers}
     weights = {w: {n: v + rng.normal(0, 0.05, v.shape).astype(v.dtype)
                    for n, v in common.items()} for w in weathers}
-    return MaskedCheckpoint.from_weights("tiny", {}, common, weights, masks)
+    return MaskedCheckpoint.from_weights(arch, arch_kwargs or {}, common, weights, masks)
 
 
 def main() -> None:

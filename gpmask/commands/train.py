@@ -31,7 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--preset", help="named recipe whose settings the other options override (demo)"
     )
     parser.add_argument(
-        "--arch", help="architecture name (tiny, msunet-small, msunet) or module:Class"
+        "--arch",
+        help="architecture name (tiny, msunet-small, msunet, ggpm-unet) or module:Class",
     )
     parser.add_argument(
         "--arch-kwargs", type=json.loads, help="JSON keyword arguments of the architecture"

@@ -4,7 +4,9 @@ A checkpoint records ``arch`` and ``arch_kwargs``; :func:`build_model` turns the
 into a module. Built-in names map to presets; ``package.module:ClassName`` imports a
 user's own network, which needs no registration. A network may declare a class
 attribute ``size_multiple`` (the factor its height and width must divide by); 1 is
-assumed otherwise.
+assumed otherwise. It may also declare ``training_only_parameters``: names its original
+code registers ahead of all its own parameters and never reads in the forward pass,
+which ``gpmask import`` drops from state dicts and from the head of mask lists.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from gpmask.errors import GpmaskError
+from gpmask.model.ggpm_unet import GGPMUNet
 from gpmask.model.msunet import MultiScaleUNet
 
 #: Built-in architectures: name -> (class, default keyword arguments).
@@ -22,6 +25,8 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "msunet": (MultiScaleUNet, {"base_channels": 32, "num_res_blocks": 8}),
     "msunet-small": (MultiScaleUNet, {"base_channels": 16, "num_res_blocks": 4}),
     "msunet-tiny": (MultiScaleUNet, {"base_channels": 12, "num_res_blocks": 2}),
+    # The GGPM paper's own network at its run settings (loads its checkpoints as they are).
+    "ggpm-unet": (GGPMUNet, {"base_channels": 18, "num_blocks": 6}),
 }
 #: ``tiny`` is the preset that trains on a CPU in minutes (the shipped demo model).
 ARCHITECTURES["tiny"] = ARCHITECTURES["msunet-tiny"]
