@@ -159,10 +159,17 @@ class Bundle:
         path = self.root / relative_path
         return {"path": relative_path, "sha256": sha256_file(path), **extra}
 
-    def set_graph(self, weather: str, precision: str, relative_path: str) -> None:
-        """Record ``weather``'s graph at ``precision`` (hash computed now)."""
+    def set_graph(self, weather: str, precision: str, relative_path: str,
+                  layout: str = "dense") -> None:
+        """Record ``weather``'s graph at ``precision`` and its layout (hash computed now)."""
         graphs = self.manifest.setdefault("graphs", {}).setdefault(weather, {})
-        graphs[precision] = self.record_file(relative_path)
+        graphs[precision] = self.record_file(relative_path, layout=layout)
+
+    @property
+    def layout(self) -> str:
+        """``compact`` or ``dense``: how the export stored the weathers' weights (bundles
+        written before layouts existed are dense)."""
+        return self.manifest.get("layout", "dense")
 
     def set_weights(self, relative_path: str) -> None:
         """Record (or refresh) a shared weight file."""
