@@ -8,12 +8,14 @@ so an edge device can load a bundle with numpy alone.
 
     {
       "format_version": 1,
+      "layout": "compact",                             # or "dense" (absent: dense)
       "weathers": ["rain", "raindrop", "snow"],        # ordered as in the checkpoint
       "default_weather": "rain",
       "input":  {"name": "image",    "layout": "NCHW", "dtype": "float32", "color": "RGB",
                  "range": [0.0, 1.0], "size_multiple": 4, "shape": [null, 3, null, null]},
       "output": {"name": "restored", ... same keys ...},
-      "graphs": {"<weather>|common": {"fp32": {"path": "rain.onnx", "sha256": "..."},
+      "graphs": {"<weather>|common": {"fp32": {"path": "rain.onnx", "sha256": "...",
+                                               "layout": "compact"},
                                       "fp16": {...}, "int8": {...}, ...}},
       "weights": [{"path": "weights.bin", "sha256": "...", "bytes": 123}, ...],
       "engines": {"<weather>|common": {"<precision>": {"path": "engines/rain.fp16.engine",
@@ -31,6 +33,16 @@ so an edge device can load a bundle with numpy alone.
     }
 
 Every path is relative to the bundle folder.
+
+``layout`` (a string, ``"compact"`` or ``"dense"``) says how the export stored the
+weathers: ``dense`` graphs hold their full weights (a tensor identical in two graphs is
+stored once); ``compact`` graphs read the common weights, stored once, and rebuild
+their own from a mask or position steps and values with standard ONNX operators
+(:mod:`gpmask.export.compact`). Each graph record repeats the layout of that graph
+(``"layout"``, same two values): in a compact bundle the fp32 and fp16 graphs are
+compact and the int8 ones dense. A consumer that runs graphs with ONNX Runtime needs
+nothing more (its constant folding evaluates the rebuild); one that needs plain weight
+initializers folds the graph first (``gpmask.export.compact.fold_rebuild``).
 """
 
 from __future__ import annotations
@@ -46,6 +58,9 @@ from gpmask.fileio import sha256_file, write_text_atomic
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 COMMON = "common"
+#: Initializers of a compact graph that only its weight rebuild reads are named with
+#: this prefix: ONNX Runtime folds them away when it creates the session.
+COMPACT_PREFIX = "compact/"
 
 
 class Bundle:

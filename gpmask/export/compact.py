@@ -5,7 +5,8 @@ dense weights share almost no whole tensor with the common network, and a bundle
 dense graphs holds N + 1 copies of the network. In a compact set of graphs:
 
 - the common graph's floating-point weights are concatenated, flattened, into one
-  tensor per element type (``compact/float32/common``), stored once in the shared
+  tensor per element type (``compact/float32/common``; everything the rebuild reads is
+  named ``compact/...``, :data:`gpmask.bundle.COMPACT_PREFIX`), stored once in the shared
   weight file, and every graph of the set reads it (the same bytes; the weight store
   addresses tensors by content);
 - each weather's graph adds where it differs from that tensor, as a bit-packed mask
@@ -38,7 +39,7 @@ unchanged on any precision's graphs made from dense graphs of one structure (fp1
 weights, say). A graph's initializer joins the rebuild only where the common graph
 has one of the same name, type and shape; others stay plain initializers.
 
-Nothing here imports torch: the runtime uses :func:`rebuild_inputs`.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from gpmask.bundle import COMPACT_PREFIX
 from gpmask.errors import GpmaskError
 
 #: Bundle layouts: ``compact`` (weathers store what differs from common) or ``dense``.
@@ -59,13 +61,9 @@ LAYOUTS = ("compact", "dense")
 #: int64 and must stay plain: shape inference reads them when a graph is loaded).
 WEIGHT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
                 TensorProto.DOUBLE)
-#: Ops the rebuild uses: none of them may remain once a graph is folded.
-REBUILD_OPS = frozenset({"BitwiseAnd", "Cast", "Reshape", "Slice", "CumSum", "Sub", "Gather",
-                         "Where", "ScatterElements", "Split"})
 #: Ops constant folding leaves alone (ONNX Runtime keeps Q/DQ pairs for its int8 kernels;
 #: onnx-graphsurgeon does not fold them either).
 _NOT_FOLDED = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
-_PREFIX = "compact"
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ class _Layout:
 
     @property
     def prefix(self) -> str:
-        return f"{_PREFIX}/{self.dtype.name}"
+        return f"{COMPACT_PREFIX}{self.dtype.name}"
 
     def matches(self, tensor: TensorProto) -> bool:
         index = self.index.get(tensor.name)
@@ -309,11 +307,7 @@ def rebuild_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 
 def rebuild_inputs(model: onnx.ModelProto) -> set[str]:
-    """Initializers only the rebuild reads: folded away when a session is created.
-
-    The ONNX Runtime backend shares tensors between its sessions; these it leaves to
-    each session, which reads them, folds the rebuild and drops them.
-    """
+    """Initializers only the rebuild reads: folded away when a graph is folded."""
     read_by_rebuild, read_elsewhere = set(), set()
     for node, folded in zip(model.graph.node, _folded(model), strict=True):
         (read_by_rebuild if folded else read_elsewhere).update(node.input)
