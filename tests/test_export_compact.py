@@ -75,10 +75,15 @@ def records(graph: Path) -> dict[str, tuple[str, int, int]]:
     return found
 
 
+def network_bytes(bundles: dict[str, Path]) -> int:
+    """One network's weights: what the dense common graph references."""
+    return sum(length for _, _, length in records(bundles["dense"] / "common.onnx").values())
+
+
 def test_weight_file_meets_the_size_goal(checkpoint, bundles) -> None:
     """Common once, and per weather about d of the values plus 1/32 for where they are:
     weights.bin <= (1 + N (d + 1/32) + 5 %) x one network; the dense one is about N + 1."""
-    network = 4 * checkpoint.num_parameters()
+    network = network_bytes(bundles)
     density = np.mean([changed_fraction(checkpoint, w) for w in WEATHERS])
     assert 0.08 < density < 0.12
     compact = (bundles["compact"] / "weights.bin").stat().st_size
@@ -118,6 +123,8 @@ def test_folded_weights_are_the_baked_weights_bit_for_bit(checkpoint, bundles,
     values = {t.name: numpy_helper.to_array(t) for t in folded.graph.initializer}
     assert set(values) == {t.name for t in dense.graph.initializer}
     for name, baked in checkpoint.bake_numpy(graph).items():
+        if name not in values:
+            continue  # a parameter the traced graph does not use
         assert values[name].dtype == baked.dtype and values[name].shape == baked.shape
         assert np.array_equal(values[name].view(np.uint8), baked.view(np.uint8)), name
 
@@ -206,7 +213,7 @@ def test_each_encoding_rebuilds_the_exact_weights(pattern: str, encoding: str) -
 
 def test_compacting_a_compact_graph_is_refused(bundles) -> None:
     model = onnx.load(str(bundles["compact"] / "rain.onnx"))
-    with pytest.raises(GpmaskError, match="'rain' already rebuilds weights.*fold it"):
+    with pytest.raises(GpmaskError, match="graph 'common' already rebuilds weights.*fold it"):
         compact_graphs({"common": model, "rain": model}, "common")
 
 
@@ -254,7 +261,7 @@ def test_inspect_reports_bytes_per_weather_against_dense_and_separate_exports(
     common = set(records(root / "common.onnx").values())
     own = sum(length for record in rain.values() if record not in common
               for length in [record[2]])
-    network = 4 * checkpoint.num_parameters()
+    network = network_bytes(bundles)
     row = next(line for line in text.splitlines() if line.split()[:2] == ["rain", "fp32"])
     assert row.split()[2] == "compact"
     assert format_bytes(own) in row and format_bytes(network) in row
@@ -287,7 +294,7 @@ def test_precision_graphs_of_both_layouts_give_identical_outputs(bundles, tmp_pa
                                                                  precision: str) -> None:
     """fp16 graphs are compact in a compact bundle, int8 ones dense; either way each
     weather's output equals the dense bundle's, bit for bit."""
-    options = CalibrationOptions(eval_size=32, **(FAST_INT8 if "int8" in precision else {}))
+    options = CalibrationOptions(**(FAST_INT8 if "int8" in precision else {"eval_size": 32}))
     roots = {}
     for layout, source in bundles.items():
         roots[layout] = Path(shutil.copytree(source, tmp_path / layout))
@@ -309,8 +316,8 @@ def test_precision_graphs_of_both_layouts_give_identical_outputs(bundles, tmp_pa
     sizes = {w["path"]: w["bytes"] for w in compact.manifest["weights"]}
     name = f"weights.{precision}.bin"
     dense_sizes = {w["path"]: w["bytes"] for w in dense.manifest["weights"]}
-    if precision == "fp16":
-        assert sizes[name] == pytest.approx(sizes["weights.bin"] / 2, rel=0.05)
+    if precision == "fp16":  # values in half the bytes, positions as they were
+        assert sizes["weights.bin"] / 2 < sizes[name] < 0.6 * sizes["weights.bin"]
         assert sizes[name] < 0.5 * dense_sizes[name]
     else:
         assert sizes[name] == dense_sizes[name]
