@@ -37,16 +37,18 @@ import numpy as np
 
 
 def random_checkpoint(arch: str, weathers: int, density: float, seed: int = 0):
-    """Random weights of ``arch`` and, per weather, a random ``density`` mask per tensor."""
+    """Random weights of ``arch`` and, per weather, a random ``density`` mask per tensor.
+    The weathers are named after the synthetic ones (calibration renders frames of them)."""
     import torch
 
+    from gpmask.data.synthetic import WEATHERS
     from gpmask.masking.checkpoint import MaskedCheckpoint
     from gpmask.model import build_model
 
     torch.manual_seed(seed)
     common = {n: v.detach().numpy() for n, v in build_model(arch).state_dict().items()}
     rng = np.random.default_rng(seed)
-    names = [f"weather{i}" for i in range(weathers)]
+    names = [*WEATHERS, *(f"weather{i}" for i in range(len(WEATHERS), weathers))][:weathers]
     masks = {w: {n: rng.random(v.shape) < density for n, v in common.items()} for w in names}
     weights = {w: {n: v + rng.normal(0, 0.02, v.shape).astype(v.dtype)
                    for n, v in common.items()} for w in names}

@@ -158,6 +158,11 @@ def test_polygraphy_inspects_and_runs_a_compact_graph(bundles) -> None:
     import subprocess
 
     result = subprocess.run(
+        ["polygraphy", "inspect", "model", str(bundles["compact"] / "snow.onnx"),
+         "--show", "layers"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Conv" in result.stdout and "ScatterElements" in result.stdout
+    result = subprocess.run(
         ["polygraphy", "run", str(bundles["compact"] / "raindrop.onnx"), "--onnxrt",
          "--input-shapes", "image:[1,3,32,24]"],
         capture_output=True, text=True, timeout=120,

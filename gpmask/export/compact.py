@@ -22,7 +22,8 @@ dense graphs holds N + 1 copies of the network. In a compact set of graphs:
       then       Split(W, sizes) -> Reshape(shape) of each -> the weights, by name
 
 So every graph is an ordinary ONNX model: onnx.checker passes, ONNX Runtime's
-constant folding evaluates the rebuild once when a session is created, and
+constant folding evaluates the rebuild once when a session is created (with graph
+optimizations disabled it would run the rebuild on every run instead), and
 :func:`fold_rebuild` turns it back into plain initializers (what TensorRT's parser and
 ONNX Runtime's quantizer are given). The rebuild moves values and never computes any,
 so the folded weights are bit-identical to the dense ones.

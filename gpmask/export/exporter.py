@@ -172,6 +172,7 @@ def export_bundle(
             graphs[weather] = binding.bind(checkpoint.bake_numpy(weather))
             bar.update()
         if layout == "compact":
+            bar.set_postfix_str("compacting")
             graphs, _ = compact_graphs(graphs, COMMON)
         bar.set_postfix_str(f"writing {WEIGHTS_FILE}")
         write_shared_weights(graphs, folder, WEIGHTS_FILE)
