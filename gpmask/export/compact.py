@@ -18,7 +18,7 @@ dense graphs holds N + 1 copies of the network. In a compact set of graphs:
 
       mask:      packed -> BitwiseAnd [128 .. 1] -> Cast(bool) -> Reshape -> Slice = M
                  W = Where(M, Gather(values, CumSum(M) - 1), common)
-      steps:     positions = CumSum(Cast(steps, int32)) - 1
+      steps:     positions = CumSum(Cast(steps, int64)) - 1
                  W = ScatterElements(common, positions, values)
       common:    W = common
       then       Split(W, sizes) -> Reshape(shape) of each -> the weights, by name
@@ -192,7 +192,9 @@ def _rebuild(
     if count:
         encoding, where = _encode(differ, weights.itemsize)
         stored = where.nbytes
-        one, axis = constant(np.array(1, np.int32), "one"), constant(np.array(0, np.int32), "axis")
+        # Index arithmetic in int64: int64 operands stay in the graph file (the weight
+        # store keeps them there), where shape inference with data propagation reads them.
+        one, axis = constant(np.array(1, np.int64), "one"), constant(np.array(0, np.int64), "axis")
         if encoding == "mask":
             values = np.ascontiguousarray(weights[differ])
             bits = node("BitwiseAnd", [constant(where, "mask"), constant(
@@ -202,7 +204,7 @@ def _rebuild(
                           "padded_mask")
             mask = node("Slice", [padded, constant(np.array([0], np.int64), "start"),
                                   constant(np.array([size], np.int64), "size")], "differs")
-            counts = node("CumSum", [node("Cast", [mask], "ones", to=TensorProto.INT32), axis],
+            counts = node("CumSum", [node("Cast", [mask], "ones", to=TensorProto.INT64), axis],
                           "counts")
             gathered = node("Gather", [constant(values, "values"),
                                        node("Sub", [counts, one], "slot")], "gathered", axis=0)
@@ -210,7 +212,7 @@ def _rebuild(
         else:
             positions = np.cumsum(where, dtype=np.int64) - 1
             values = np.ascontiguousarray(weights[positions])
-            steps = node("Cast", [constant(where, "steps")], "steps32", to=TensorProto.INT32)
+            steps = node("Cast", [constant(where, "steps")], "steps64", to=TensorProto.INT64)
             positions = node("Sub", [node("CumSum", [steps, axis], "ends"), one], "positions")
             flat = node("ScatterElements", [common, positions, constant(values, "values")],
                         "weights", axis=0)
