@@ -8,12 +8,14 @@ so an edge device can load a bundle with numpy alone.
 
     {
       "format_version": 1,
+      "layout": "compact",                             # or "dense" (absent: dense)
       "weathers": ["rain", "raindrop", "snow"],        # ordered as in the checkpoint
       "default_weather": "rain",
       "input":  {"name": "image",    "layout": "NCHW", "dtype": "float32", "color": "RGB",
                  "range": [0.0, 1.0], "size_multiple": 4, "shape": [null, 3, null, null]},
       "output": {"name": "restored", ... same keys ...},
-      "graphs": {"<weather>|common": {"fp32": {"path": "rain.onnx", "sha256": "..."},
+      "graphs": {"<weather>|common": {"fp32": {"path": "rain.onnx", "sha256": "...",
+                                               "layout": "compact"},
                                       "fp16": {...}, "int8": {...}, ...}},
       "weights": [{"path": "weights.bin", "sha256": "...", "bytes": 123}, ...],
       "engines": {"<weather>|common": {"<precision>": {"path": "engines/rain.fp16.engine",
@@ -33,6 +35,16 @@ so an edge device can load a bundle with numpy alone.
 Every path is relative to the bundle folder. :mod:`gpmask.bundle_schema` holds the JSON
 Schema of this layout; :meth:`Bundle.open` validates every manifest against it and checks
 every file against its sha256 before any verb reads the bundle.
+
+``layout`` (a string, ``"compact"`` or ``"dense"``) says how the export stored the
+weathers: ``dense`` graphs hold their full weights (a tensor identical in two graphs is
+stored once); ``compact`` graphs read the common weights, stored once, and rebuild
+their own from a mask or position steps and values with standard ONNX operators
+(:mod:`gpmask.export.compact`). Each graph record repeats the layout of that graph
+(``"layout"``, same two values): in a compact bundle the fp32 and fp16 graphs are
+compact and the int8 ones dense. A consumer that runs graphs with ONNX Runtime needs
+nothing more (its constant folding evaluates the rebuild); one that needs plain weight
+initializers folds the graph first (``gpmask.export.compact.fold_rebuild``).
 """
 
 from __future__ import annotations
@@ -72,6 +84,11 @@ def is_bundle(folder: str | os.PathLike) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and {"format_version", "weathers", "graphs"} <= set(manifest)
+
+
+#: Initializers of a compact graph that only its weight rebuild reads are named with
+#: this prefix: ONNX Runtime folds them away when it creates the session.
+COMPACT_PREFIX = "compact/"
 
 
 class Bundle:
@@ -205,10 +222,17 @@ class Bundle:
         self._verified[relative_path] = digest
         return {"path": relative_path, "sha256": digest, **extra}
 
-    def set_graph(self, weather: str, precision: str, relative_path: str) -> None:
-        """Record ``weather``'s graph at ``precision`` (hash computed now)."""
+    def set_graph(self, weather: str, precision: str, relative_path: str,
+                  layout: str = "dense") -> None:
+        """Record ``weather``'s graph at ``precision`` and its layout (hash computed now)."""
         graphs = self.manifest.setdefault("graphs", {}).setdefault(weather, {})
-        graphs[precision] = self.record_file(relative_path)
+        graphs[precision] = self.record_file(relative_path, layout=layout)
+
+    @property
+    def layout(self) -> str:
+        """``compact`` or ``dense``: how the export stored the weathers' weights (bundles
+        written before layouts existed are dense)."""
+        return self.manifest.get("layout", "dense")
 
     def set_weights(self, relative_path: str) -> None:
         """Record (or refresh) a shared weight file."""

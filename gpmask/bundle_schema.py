@@ -47,6 +47,9 @@ _PATH = _string("a relative path inside the bundle folder",
                 pattern=r"^(?!/)(?!(.*/)?\.\.(/|$)).+$")
 _FILE_PROPERTIES = {"path": _PATH, "sha256": _SHA256}
 _FILE = _object("a file record {path, sha256}", _FILE_PROPERTIES, ("path", "sha256"))
+_LAYOUT = _string("'compact' or 'dense'", enum=["compact", "dense"])
+_GRAPH = _object("a graph record {path, sha256, layout}", {**_FILE_PROPERTIES, "layout": _LAYOUT},
+                 ("path", "sha256"))
 _WEATHER = _string("a weather name (a non-empty string other than 'common')", minLength=1,
                    **{"not": {"const": "common"}})
 
@@ -104,7 +107,9 @@ MANIFEST_SCHEMA: dict[str, Any] = _object(
         "default_weather": _WEATHER,
         "input": _TENSOR,
         "output": _TENSOR,
-        "graphs": _per_weather("an object of weather -> precision -> {path, sha256}", _FILE),
+        "layout": _LAYOUT,
+        "graphs": _per_weather("an object of weather -> precision -> {path, sha256, layout}",
+                               _GRAPH),
         "weights": {"type": "array",
                     "items": _object("a weight file record {path, sha256, bytes}",
                                      {**_FILE_PROPERTIES,

@@ -1,4 +1,5 @@
-"""A three-weather bundle, checked with stock tools: sharing, numerics, manifest, readers."""
+"""A three-weather dense-layout bundle, checked with stock tools: sharing, numerics, manifest,
+readers (the compact layout: tests/test_export_compact.py)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def exported(tmp_path_factory) -> tuple[MaskedCheckpoint, Path]:
     checkpoint = partly_shared_checkpoint(WEATHERS)
     folder = tmp_path_factory.mktemp("export")
     checkpoint.save(folder / CHECKPOINT_FILE)
-    export_bundle(folder / CHECKPOINT_FILE, folder / "bundle", progress=False)
+    export_bundle(folder / CHECKPOINT_FILE, folder / "bundle", progress=False, layout="dense")
     return checkpoint, folder / "bundle"
 
 
@@ -244,5 +245,5 @@ def test_describe_bundle_names_a_missing_graph(exported, tmp_path) -> None:
     shutil.copytree(bundle, copy)
     (copy / "snow.onnx").unlink()
     text = describe_bundle(copy)
-    assert re.search(r"\n  snow +fp32 +snow\.onnx +MISSING +-\n", text)
+    assert re.search(r"\n  snow +fp32 +- +snow\.onnx +MISSING +- +- +-\n", text)
     assert "DAMAGED: bundle file snow.onnx is missing" in text

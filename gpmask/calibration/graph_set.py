@@ -4,6 +4,13 @@ Every precision gets its own weight file (``weights.fp16.bin``, ``weights.int8.b
 so that loading the fp16 graphs never reads fp32 bytes. Within it, a tensor that is the
 same in two weathers' graphs (most of the common values) is stored once, by the same
 content-addressed writer export uses for ``weights.bin``.
+
+In a compact bundle the fp16 graphs are compact too (:mod:`gpmask.export.compact`):
+their common weights once, each weather's mask and values in fp16. The int8 graphs
+stay dense: per-channel weight scales follow each weather's own weights, so a
+weather's int8 weights differ from the common graph's in almost every element (over
+90 % on random 10 %-masks, see ``benchmarks/bench_compact.py``) and there is nothing
+to leave out; and ``int8-cpu`` quantizes rewritten weights besides.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from collections.abc import Mapping
 
 import onnx
 
-from gpmask.bundle import Bundle
+from gpmask.bundle import COMMON, Bundle
+from gpmask.export.compact import compact_graphs
 from gpmask.export.weight_store import write_shared_weights
 from gpmask.fileio import atomic_path
 
@@ -27,19 +35,33 @@ def weights_name(precision: str) -> str:
     return f"weights.{precision}.bin"
 
 
+#: Precisions stored compact in a compact bundle (see the module docstring).
+COMPACT_PRECISIONS = ("fp16",)
+
+
+def precision_layout(bundle: Bundle, precision: str) -> str:
+    """How ``precision``'s graphs are stored in ``bundle``: ``compact`` or ``dense``."""
+    return "compact" if bundle.layout == "compact" and precision in COMPACT_PRECISIONS \
+        else "dense"
+
+
 def save_precision_graphs(
     bundle: Bundle, precision: str, models: Mapping[str, onnx.ModelProto]
 ) -> None:
-    """Write ``models`` (weather -> graph with in-memory weights) and record them.
+    """Write ``models`` (weather -> dense graph with in-memory weights) and record them,
+    compacted against the common graph where :func:`precision_layout` says so.
 
     The weight file and each graph are written atomically; the manifest is saved last,
     so a failure leaves the manifest describing the files it described before.
     """
+    layout = precision_layout(bundle, precision)
+    if layout == "compact":
+        models, _ = compact_graphs(models, COMMON)
     write_shared_weights(models, bundle.root, weights_name(precision))
     for weather, model in models.items():
         with atomic_path(bundle.root / graph_name(weather, precision)) as tmp:
             onnx.save(model, tmp)
     bundle.set_weights(weights_name(precision))
     for weather in models:
-        bundle.set_graph(weather, precision, graph_name(weather, precision))
+        bundle.set_graph(weather, precision, graph_name(weather, precision), layout)
     bundle.save()

@@ -5,6 +5,11 @@ judge it on held-out frames of that weather against fp32 and ground truth, and (
 keep sensitive layers in fp32 until the PSNR drop fits the budget. The graphs of one
 precision share a weight file; the manifest records them with their hashes; the
 report says what each one costs.
+
+Calibration works on dense graphs: a compact bundle's fp32 graphs are folded first
+(:func:`gpmask.export.compact.fold_rebuild`; ONNX Runtime's quantizer wants weight
+initializers), and :func:`gpmask.calibration.graph_set.save_precision_graphs` compacts
+the results again where that precision is stored compact.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from gpmask.calibration.quality import cpu_session, run_frames, score
 from gpmask.calibration.report import update_report
 from gpmask.calibration.subpixel import subpixel_upsampling
 from gpmask.errors import GpmaskError
+from gpmask.export.compact import fold_rebuild
 
 #: The precisions calibration makes (each one of gpmask.bundle.PRECISIONS).
 PRECISIONS = ("fp16", *SCHEMES)
@@ -77,7 +83,7 @@ def _fp16(bundle: Bundle, weathers: list[str], options: CalibrationOptions):
     entries, models = {}, {}
     settings = {"fp16_io": options.fp16_io, "fp32_ops": list(FP32_OPS)}
     for weather in tqdm(weathers, desc="fp16", unit="graph"):
-        models[weather] = convert_graph(onnx.load(bundle.graph_path(weather)), options.fp16_io)
+        models[weather] = convert_graph(dense_graph(bundle, weather), options.fp16_io)
         frames, fp32_outputs = _reference(bundle, weather, options)
         outputs = run_frames(cpu_session(models[weather].SerializeToString()), frames)
         entries[weather] = {
@@ -86,6 +92,12 @@ def _fp16(bundle: Bundle, weathers: list[str], options: CalibrationOptions):
             "settings": settings,
         }
     return entries, models
+
+
+def dense_graph(bundle: Bundle, weather: str) -> onnx.ModelProto:
+    """``weather``'s fp32 graph with its weights as plain initializers, in memory (a compact
+    graph's rebuild folded)."""
+    return fold_rebuild(onnx.load(bundle.graph_path(weather)))
 
 
 def _calibration_frames(bundle: Bundle, weather: str, options: CalibrationOptions) -> Frames:
@@ -114,19 +126,24 @@ def _graph_digest(bundle: Bundle, weather: str) -> str:
 def _graph_to_quantize(
     bundle: Bundle, weather: str, scheme: Int8Scheme
 ) -> Iterator[tuple[Path, str]]:
-    """The fp32 graph ``scheme`` quantizes (rewritten in a temporary folder if the scheme
-    asks for the CPU rewrites and any applies), and the digest standing for its content."""
+    """The fp32 graph ``scheme`` quantizes, with its weights as initializers (a compact
+    graph folded), rewritten if the scheme asks for the CPU rewrites and any applies
+    (in a temporary folder when either changed it), and the digest standing for its
+    content."""
     path, digest = bundle.graph_path(weather), _graph_digest(bundle, weather)
     with tempfile.TemporaryDirectory(prefix="gpmask-rewrite-") as folder:
+        model = dense_graph(bundle, weather)
+        changed = bundle.manifest["graphs"][weather]["fp32"].get("layout") == "compact"
         if scheme.cpu_graph_rewrites:
-            model, upsampling = subpixel_upsampling(onnx.load(path))
+            model, upsampling = subpixel_upsampling(model)
             model, split = split_concatenated_convolutions(model)
             model, padded = pad_convolution_channels(model)
             if upsampling or split or padded:
-                path = Path(folder) / path.name
-                onnx.save(model, path, save_as_external_data=True,
-                          location=f"{path.name}.data")
+                changed = True
                 digest = hashlib.sha256(f"{digest} subpixel split padded".encode()).hexdigest()
+        if changed:
+            path = Path(folder) / path.name
+            onnx.save(model, path, save_as_external_data=True, location=f"{path.name}.data")
         yield path, digest
 
 

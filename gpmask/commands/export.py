@@ -2,13 +2,17 @@
 
 Traces the network once, writes common.onnx and one graph per weather into BUNDLE with
 every distinct tensor stored once in weights.bin, checks each graph with onnx.checker
-and ONNX Runtime against PyTorch, and writes manifest.json. Also installed as
+and ONNX Runtime against PyTorch, and writes manifest.json. In the compact layout (the
+default) the common weights are stored once and each weather adds only its mask and
+the values where it differs; its graph rebuilds its weights with standard ONNX
+operators, which ONNX Runtime folds when it loads the graph. Also installed as
 `gpmask-export`.
 
 examples:
   gpmask export demo -o bundle/
   gpmask export model.gpmask.safetensors -o bundle/ --weathers rain,snow
   gpmask export demo -o bundle-720p/ --shape 1x3x720x1280 --force
+  gpmask export demo -o bundle-dense/ --layout dense   # full weights in every graph
   gpmask-export demo -o bundle/ --engine --precision fp16   # + calibrate + TensorRT build
 """
 
@@ -25,6 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated subset of the checkpoint's weathers (default all)")
     parser.add_argument("--shape", metavar="NxCxHxW",
                         help="static input shape, e.g. 1x3x720x1280 (default dynamic N, H, W)")
+    parser.add_argument("--layout", choices=("compact", "dense"), default="compact",
+                        help="compact: weathers store only what differs from the common "
+                             "weights; dense: every graph holds its full weights "
+                             "(default compact)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip onnx.checker and the ONNX Runtime vs PyTorch comparison")
     parser.add_argument("--force", action="store_true",
@@ -56,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
         force=args.force,
         progress=not args.quiet,
+        layout=args.layout,
     )
     if args.engine:
         from gpmask.calibration.pipeline import calibrate_bundle

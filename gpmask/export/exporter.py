@@ -5,7 +5,9 @@ Ctrl-C leaves no bundle, and an existing one intact):
 
 1. trace the network once, with the ``common`` weights (:mod:`gpmask.export.trace`);
 2. make ``common.onnx`` and one graph per weather by swapping initializers
-   (:mod:`gpmask.export.specialize`);
+   (:mod:`gpmask.export.specialize`); in the ``compact`` layout (the default), each
+   graph then stores only where it differs from the common weights and rebuilds the
+   rest (:mod:`gpmask.export.compact`);
 3. write every distinct tensor once into ``weights.bin`` (:mod:`gpmask.export.weight_store`)
    and save the graphs, which reference it;
 4. a shipped checkpoint (``demo``) gets its shipped weather router (``router.onnx``,
@@ -31,6 +33,7 @@ from tqdm import tqdm
 from gpmask import __version__
 from gpmask.bundle import COMMON, FORMAT_VERSION, Bundle, is_bundle
 from gpmask.errors import GpmaskError
+from gpmask.export.compact import LAYOUTS, compact_graphs
 from gpmask.export.router import attach_router, shipped_router
 from gpmask.export.specialize import FoldedParameterError, ParameterBinding
 from gpmask.export.trace import INPUT_NAME, OPSET, OUTPUT_NAME, check_static_shape, trace_graph
@@ -98,11 +101,13 @@ def _manifest(
     weathers: list[str],
     multiple: int,
     static_shape: Sequence[int] | None,
+    layout: str,
 ) -> dict[str, Any]:
     """The manifest before graphs, weights and verification are recorded."""
     metadata = {k: v for k, v in checkpoint.metadata().items() if k != "params"}
     return {
         "format_version": FORMAT_VERSION,
+        "layout": layout,
         "weathers": weathers,
         "default_weather": weathers[0],
         "input": _tensor_spec(INPUT_NAME, multiple, static_shape),
@@ -147,6 +152,7 @@ def export_bundle(
     verify: bool = True,
     force: bool = False,
     progress: bool = True,
+    layout: str = "compact",
 ) -> Bundle:
     """Export ``checkpoint`` (a :class:`MaskedCheckpoint`, a path, or ``"demo"``) to a bundle.
 
@@ -159,9 +165,14 @@ def export_bundle(
         verify: check every graph with onnx.checker and against PyTorch (a mismatch
             raises and leaves no bundle).
         progress: show a tqdm progress bar on stderr.
+        layout: ``compact`` (each weather stores where it differs from the common weights,
+            and its graph rebuilds the rest with standard ONNX operators) or ``dense``
+            (every graph holds its full weights; identical tensors stored once).
 
     Returns the written bundle, opened from ``output``.
     """
+    if layout not in LAYOUTS:
+        raise GpmaskError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     if not isinstance(checkpoint, MaskedCheckpoint):
         check_outputs([output], [resolve_checkpoint(checkpoint)])
     check_replaceable(output, force, is_bundle, BUNDLE)  # before the slow part
@@ -185,13 +196,16 @@ def export_bundle(
             bar.set_postfix_str(f"graph {weather}")
             graphs[weather] = binding.bind(checkpoint.bake_numpy(weather))
             bar.update()
+        if layout == "compact":
+            bar.set_postfix_str("compacting")
+            graphs, _ = compact_graphs(graphs, COMMON)
         bar.set_postfix_str(f"writing {WEIGHTS_FILE}")
         write_shared_weights(graphs, folder, WEIGHTS_FILE)
         bundle = Bundle(folder, _manifest(checkpoint, checkpoint_sha256, selected, multiple,
-                                          static_shape))
+                                          static_shape, layout))
         for weather, graph in graphs.items():
             onnx.save(graph, str(folder / f"{weather}.onnx"))
-            bundle.set_graph(weather, PRECISION, f"{weather}.onnx")
+            bundle.set_graph(weather, PRECISION, f"{weather}.onnx", layout)
         bundle.set_weights(WEIGHTS_FILE)
         shipped = _shipped_name(source)
         router = shipped_router(shipped, selected) if shipped else None

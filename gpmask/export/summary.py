@@ -2,21 +2,27 @@
 
 The sharing figures are read from the graphs themselves (each initializer's
 external-data record), not from the manifest, so they describe what is on disk:
-bytes stored in the weight files versus bytes the graphs reference, and versus what
+bytes stored in the weight files versus bytes the graphs reference, versus what
 exporting each weather on its own (one graph with its own data file per weather)
-would store. Imports onnx but not torch.
+would store, and versus the dense layout (every graph holding its full weights).
+Per graph: the bytes stored for it alone (what it references that the common graph of
+its precision does not) and its weights as plain tensors (a compact graph's rebuilt
+weights, sized by ONNX shape inference). Imports onnx but not torch.
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from gpmask.bundle import COMMON, Bundle
 from gpmask.errors import GpmaskError
+from gpmask.export.compact import rebuild_inputs, rebuild_nodes
 
 
 def format_bytes(count: float) -> str:
@@ -28,23 +34,76 @@ def format_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def referenced_bytes(graph_path: Path) -> dict[str, int]:
-    """Weight file -> bytes the graph's initializers reference in it (in-graph data under '').
-
-    A graph that cannot be parsed (a damaged file) is a :class:`GpmaskError`.
-    """
-    try:
-        model = onnx.load(str(graph_path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and onnx's own, by version
-        raise GpmaskError(f"{graph_path.name} is not a readable ONNX graph ({exc})") from exc
-    totals: dict[str, int] = defaultdict(int)
+def _records(model: onnx.ModelProto) -> dict[str, tuple[str, int, int]]:
+    """Initializer name -> (weight file, offset, length); in-graph data under file ''."""
+    records = {}
     for tensor in model.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             record = {entry.key: entry.value for entry in tensor.external_data}
-            totals[record["location"]] += int(record["length"])
+            records[tensor.name] = (record["location"], int(record.get("offset", 0)),
+                                    int(record["length"]))
         else:
-            totals[""] += len(tensor.raw_data)
+            records[tensor.name] = ("", -1, len(tensor.raw_data))
+    return records
+
+
+def _load_graph(graph_path: Path) -> onnx.ModelProto:
+    """A graph file without its external data; a damaged file is a :class:`GpmaskError`."""
+    try:
+        return onnx.load(str(graph_path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and onnx's own, by version
+        raise GpmaskError(f"{graph_path.name} is not a readable ONNX graph ({exc})") from exc
+
+
+def referenced_bytes(graph_path: Path) -> dict[str, int]:
+    """Weight file -> bytes the graph's initializers reference in it (in-graph data under '')."""
+    totals: dict[str, int] = defaultdict(int)
+    for location, _, length in _records(_load_graph(graph_path)).values():
+        totals[location] += length
     return dict(totals)
+
+
+@dataclass(frozen=True)
+class GraphBytes:
+    """What one graph file costs and holds.
+
+    Attributes:
+        graph: size of the graph file.
+        referenced: bytes its initializers reference, per weight file ('' = in the graph).
+        dense: its weights as plain tensors (what a dense graph of it references).
+        compact: whether it rebuilds weights from initializers.
+        records: initializer -> (weight file, offset, length).
+    """
+
+    graph: int
+    referenced: dict[str, int]
+    dense: int
+    compact: bool
+    records: dict[str, tuple[str, int, int]]
+
+
+def graph_bytes(graph_path: Path) -> GraphBytes:
+    """Read a graph file's byte figures (without its external data)."""
+    model = _load_graph(graph_path)
+    records = _records(model)
+    referenced: dict[str, int] = defaultdict(int)
+    for location, _, length in records.values():
+        referenced[location] += length
+    folded_away = rebuild_inputs(model)
+    dense = sum(length for name, (_, _, length) in records.items() if name not in folded_away)
+    rebuild = rebuild_nodes(model)
+    rebuilt = {name for node in rebuild for name in node.output}
+    if rebuilt:
+        inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+        read = {name for node in model.graph.node if not rebuilt.intersection(node.output)
+                for name in node.input}
+        for info in inferred:
+            if info.name in rebuilt & read:
+                tensor = info.type.tensor_type
+                itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize
+                dense += itemsize * int(np.prod([d.dim_value for d in tensor.shape.dim]))
+    return GraphBytes(graph_path.stat().st_size, dict(referenced), dense, bool(rebuilt),
+                      records)
 
 
 def _integrity(bundle: Bundle) -> str:
@@ -69,54 +128,66 @@ def describe_bundle(path: str | os.PathLike) -> str:
         f"output        {manifest['output']['name']}",
     ]
     names = [COMMON, *bundle.weathers]
-    rows = [("weather", "precision", "file", "graph", "weights used")]
+    rows = [("weather", "precision", "layout", "file", "graph", "weights used",
+             "stored for it", "as dense")]
     weight_files = {w["path"]: w["bytes"] for w in manifest["weights"]}
-    per_precision: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    graph_bytes: dict[str, int] = defaultdict(int)
-    single_weather: dict[str, int] = defaultdict(int)
-    for weather in names:
-        for precision in bundle.precisions(weather):
+    figures: dict[str, dict[str, GraphBytes]] = defaultdict(dict)
+    for precision in dict.fromkeys(p for w in names for p in bundle.precisions(w)):
+        for weather in names:
+            if precision not in bundle.precisions(weather):
+                continue
             graph = bundle.graph_path(weather, precision)
             if not graph.is_file():
-                rows.append((weather, precision, graph.name, "MISSING", "-"))
+                rows.append((weather, precision, "-", graph.name, "MISSING", "-", "-", "-"))
                 continue
             try:
-                refs = referenced_bytes(graph)
+                figures[precision][weather] = graph_bytes(graph)
             except GpmaskError:
-                rows.append((weather, precision, graph.name, "UNREADABLE", "-"))
-                continue
-            used = sum(refs.values())
-            for location, count in refs.items():
-                per_precision[precision][location] += count
-            graph_bytes[precision] += graph.stat().st_size
-            if weather != COMMON:
-                single_weather[precision] += used + graph.stat().st_size
-            rows.append((weather, precision, graph.name, format_bytes(graph.stat().st_size),
-                         format_bytes(used)))
-    widths = [max(len(row[i]) for row in rows) + 2 for i in range(4)]
+                rows.append((weather, precision, "-", graph.name, "UNREADABLE", "-", "-", "-"))
+        common = figures[precision].get(COMMON)
+        common_records = set(common.records.values()) if common else set()
+        for weather, figure in figures[precision].items():
+            own = set(figure.records.values()) - (common_records if weather != COMMON else set())
+            rows.append((weather, precision, "compact" if figure.compact else "dense",
+                         bundle.graph_path(weather, precision).name,
+                         format_bytes(figure.graph), format_bytes(sum(figure.referenced.values())),
+                         format_bytes(sum(length for _, _, length in own)),
+                         format_bytes(figure.dense)))
+    widths = [max(len(row[i]) for row in rows) + 2 for i in range(len(rows[0]) - 1)]
     lines.append("graphs")
-    lines += ["  " + "".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + row[4]
+    lines += ["  " + "".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + row[-1]
               for row in rows]
     lines.append("weights")
     name_width = max([widths[0], *(len(name) + 2 for name in weight_files)])
     lines += [f"  {name.ljust(name_width)}{format_bytes(size)}" for name, size in
               weight_files.items()]
     lines.append("sharing")
-    for precision, refs in per_precision.items():
+    for precision, per_graph in figures.items():
+        refs: dict[str, int] = defaultdict(int)
+        for figure in per_graph.values():
+            for location, count in figure.referenced.items():
+                refs[location] += count
         files = [f for f in refs if f in weight_files]
         stored = sum(weight_files[f] for f in files)
         referenced = sum(refs.values())
-        total = stored + graph_bytes[precision]
-        alone = single_weather[precision]
+        total = stored + sum(figure.graph for figure in per_graph.values())
+        alone = sum(figure.dense + figure.graph for weather, figure in per_graph.items()
+                    if weather != COMMON)
+        as_dense = sum(figure.dense + figure.graph for figure in per_graph.values())
+        indent = " " * len(precision)
         lines.append(
             f"  {precision}: {format_bytes(stored)} stored in {', '.join(files) or '-'} for "
             f"{format_bytes(referenced)} referenced by the graphs "
             f"({referenced / max(stored, 1):.2f}x)"
         )
         lines.append(
-            f"  {' ' * len(precision)}  bundle {format_bytes(total)} (with common) vs "
+            f"  {indent}  bundle {format_bytes(total)} (with common) vs "
             f"{len(bundle.weathers)} single-weather exports {format_bytes(alone)} "
             f"({total / max(alone, 1):.2f}x)"
+        )
+        lines.append(
+            f"  {indent}  vs every graph holding its full weights (dense layout, no tensor "
+            f"shared) {format_bytes(as_dense)} ({total / max(as_dense, 1):.2f}x)"
         )
     for weather, per_precision_engines in manifest.get("engines", {}).items():
         for precision, record in per_precision_engines.items():

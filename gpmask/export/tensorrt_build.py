@@ -27,6 +27,12 @@ engines compute in full float32 by default; ``tf32=True`` lets fp32 convolutions
 matrix products use TF32 on GPUs that have it (faster, with rounding differences).
 The manifest records the choice.
 
+Compact graphs (:mod:`gpmask.export.compact`) rebuild their weights from the common
+ones with standard ONNX operators; TensorRT is not given that rebuild: each graph is
+folded into plain initializers first (:func:`tensorrt_graph`, which needs no TensorRT)
+and the folded graph is checked against the compact one on ONNX Runtime, outputs
+equal, before the parser sees it.
+
 Nothing is written unless TensorRT imports and a GPU is visible: an engine cannot be
 built, or faked, anywhere else. Bundle.open has checked every file the parser will
 read (graphs and weight files) against its sha256; a Polygraphy or TensorRT failure
@@ -35,13 +41,19 @@ during a build ends in one GpmaskError line (see gpmask.runtime.backends.tensorr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
 from tqdm import tqdm
 
 from gpmask.bundle import COMMON, Bundle
@@ -174,6 +186,53 @@ def timing_cache_name(tensorrt_version: str, compute_capability: str, gpu_name: 
     return f"{ENGINE_FOLDER}/timing.trt{tensorrt_version}.sm{capability}.{slug}.cache"
 
 
+def tensorrt_graph(graph: str | os.PathLike, sample_shape: tuple[int, ...]) -> onnx.ModelProto:
+    """The graph TensorRT parses: ``graph`` (a file) with any compact rebuild folded into
+    plain initializers, weights in memory.
+
+    The folded graph is run against ``graph`` on ONNX Runtime's CPU provider with a
+    random input of ``sample_shape`` (NCHW); its output must be equal, element for
+    element, or a :class:`GpmaskError` says so.
+    """
+    import onnxruntime as ort
+
+    from gpmask.export.compact import fold_rebuild, rebuild_nodes
+
+    model = onnx.load(str(graph))
+    if not rebuild_nodes(model):
+        return model
+    folded = fold_rebuild(model)
+    if rebuild_nodes(folded):
+        raise GpmaskError(f"{Path(graph).name}: constant folding left rebuild nodes behind")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sessions = [ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+                for source in (str(graph), folded.SerializeToString())]
+    spec = sessions[0].get_inputs()[0]
+    dtype = np.float16 if spec.type == "tensor(float16)" else np.float32
+    sample = np.random.default_rng(0).random(sample_shape).astype(dtype)
+    compact, plain = (session.run(None, {spec.name: sample})[0] for session in sessions)
+    if compact.shape != plain.shape or not np.array_equal(compact, plain):
+        raise GpmaskError(f"{Path(graph).name}: the folded graph's output differs from the "
+                          f"compact graph's; no engine was built from it")
+    return folded
+
+
+@contextlib.contextmanager
+def _tensorrt_graph_file(graph: Path, sample_shape: tuple[int, ...]) -> Iterator[Path]:
+    """``graph``, or its folded copy in a temporary folder when it has a rebuild."""
+    from gpmask.export.compact import rebuild_nodes
+
+    if not rebuild_nodes(onnx.load(str(graph), load_external_data=False)):
+        yield graph
+        return
+    model = tensorrt_graph(graph, sample_shape)
+    with tempfile.TemporaryDirectory(prefix="gpmask-trt-") as folder:
+        path = Path(folder) / graph.name
+        onnx.save(model, str(path), save_as_external_data=True, location=f"{graph.name}.data")
+        yield path
+
+
 def build_engine(
     graph: str | os.PathLike, engine: str | os.PathLike, input_name: str, shapes: ShapeRange,
     timing_cache: str | os.PathLike, workspace_mb: int | None = None, tf32: bool = False,
@@ -240,9 +299,10 @@ def build_bundle_engines(
     written = []
     for weather in tqdm(weathers, desc=f"TensorRT {precision}", unit="engine"):
         relative = f"{ENGINE_FOLDER}/{weather}.{precision}.engine"
-        build_engine(bundle.graph_path(weather, precision), bundle.root / relative,
-                     bundle.manifest["input"]["name"], shape_range,
-                     timing_cache, workspace_mb, tf32)
+        with _tensorrt_graph_file(bundle.graph_path(weather, precision),
+                                  (1, 3, *shape_range.min)) as graph:
+            build_engine(graph, bundle.root / relative, bundle.manifest["input"]["name"],
+                         shape_range, timing_cache, workspace_mb, tf32)
         bundle.manifest.setdefault("engines", {}).setdefault(weather, {})[precision] = (
             bundle.record_file(
                 relative, tensorrt_version=trt.__version__, gpu=gpu.name,

@@ -8,7 +8,11 @@ an arena of its own. Here instead:
 
 - every distinct external tensor is read once into an ``OrtValue`` and handed to each
   session that uses it (``SessionOptions.add_initializer``); the OrtValues are kept by
-  the backend, since ONNX Runtime requires them to outlive the sessions;
+  the backend, since ONNX Runtime requires them to outlive the sessions. A compact
+  graph's rebuild inputs (named ``compact/...``, :data:`gpmask.bundle.COMPACT_PREFIX`)
+  are the exception: ONNX Runtime folds the rebuild into the session's own weights
+  when it creates the session and drops its inputs, so each session reads those
+  itself; holding them here would keep bytes no session uses;
 - one environment allocator (``create_and_register_allocator``) serves every session
   (``session.use_env_allocators = 1``): only one weather runs at a time, so one arena
   sized for one run is enough;
@@ -30,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from gpmask.bundle import Bundle
+from gpmask.bundle import COMPACT_PREFIX, Bundle
 from gpmask.errors import GpmaskError
 from gpmask.runtime.backends.base import Backend, prepared_weathers, verify_files
 
@@ -173,7 +177,8 @@ class SharedInitializers:
         from onnx.helper import tensor_dtype_to_np_dtype
 
         for tensor in graph.graph.initializer:
-            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            if (tensor.data_location != onnx.TensorProto.EXTERNAL
+                    or tensor.name.startswith(COMPACT_PREFIX)):
                 continue
             info = {entry.key: entry.value for entry in tensor.external_data}
             location = (folder / info["location"], int(info.get("offset", 0)),
