@@ -19,6 +19,8 @@ import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from gpmask.runtime.backends import BACKENDS
+
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
     parser.add_argument(
         "-i", "--input", required=True,
@@ -37,8 +39,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="write input and restored frame next to each other")
     parser.add_argument("--log", help="CSV with frame index, weather chosen, latency per stage")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
-    parser.add_argument("--precision", default="fp32", help="fp32, fp16, int8, ... (default fp32)")
+    parser.add_argument("--backend", default="auto",
+                        help=f"{', '.join(BACKENDS)} (default auto: TensorRT engines, else ONNX "
+                             "Runtime with CUDA, else OpenVINO on the CPU)")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32, fp16, int8, int8-cpu (graphs the bundle has), or bf16 "
+                             "(OpenVINO on a CPU with bfloat16) (default fp32)")
     parser.add_argument("--route-every", type=int, default=1, metavar="K",
                         help="auto: classify every K-th frame (default 1)")
     parser.add_argument("--switch-after", type=int, default=3, metavar="M",
