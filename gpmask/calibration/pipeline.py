@@ -24,8 +24,6 @@ from tqdm import tqdm
 
 from gpmask.bundle import COMMON, Bundle
 from gpmask.calibration.budget import fit_budget
-from gpmask.calibration.channel_padding import pad_convolution_channels
-from gpmask.calibration.concat_split import split_concatenated_convolutions
 from gpmask.calibration.fp16 import FP32_OPS, convert_graph
 from gpmask.calibration.frames import (
     Frames,
@@ -38,7 +36,7 @@ from gpmask.calibration.int8 import CACHE_FOLDER, SCHEMES, Calibration, Int8Sche
 from gpmask.calibration.options import CalibrationOptions
 from gpmask.calibration.quality import cpu_session, run_frames, score
 from gpmask.calibration.report import update_report
-from gpmask.calibration.subpixel import subpixel_upsampling
+from gpmask.calibration.rewrites import apply_rewrites
 from gpmask.errors import GpmaskError
 
 PRECISIONS = ("fp16", *SCHEMES)
@@ -114,19 +112,18 @@ def _graph_digest(bundle: Bundle, weather: str) -> str:
 def _graph_to_quantize(
     bundle: Bundle, weather: str, scheme: Int8Scheme
 ) -> Iterator[tuple[Path, str]]:
-    """The fp32 graph ``scheme`` quantizes (rewritten in a temporary folder if the scheme
-    asks for the CPU rewrites and any applies), and the digest standing for its content."""
+    """The fp32 graph ``scheme`` quantizes (rewritten in a temporary folder when any of the
+    scheme's rewrites applies), and the digest standing for its content."""
     path, digest = bundle.graph_path(weather), _graph_digest(bundle, weather)
     with tempfile.TemporaryDirectory(prefix="gpmask-rewrite-") as folder:
-        if scheme.cpu_graph_rewrites:
-            model, upsampling = subpixel_upsampling(onnx.load(path))
-            model, split = split_concatenated_convolutions(model)
-            model, padded = pad_convolution_channels(model)
-            if upsampling or split or padded:
+        if scheme.rewrites:
+            model, changed = apply_rewrites(onnx.load(path), scheme.rewrites)
+            if changed:
                 path = Path(folder) / path.name
                 onnx.save(model, path, save_as_external_data=True,
                           location=f"{path.name}.data")
-                digest = hashlib.sha256(f"{digest} subpixel split padded".encode()).hexdigest()
+                digest = hashlib.sha256(
+                    f"{digest} {' '.join(scheme.rewrites)}".encode()).hexdigest()
         yield path, digest
 
 
