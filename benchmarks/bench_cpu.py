@@ -5,7 +5,7 @@ process, interleaved (each round runs every candidate in turn, so a change in ma
 load hits all of them), and the medians are compared:
 
 - gpmask: ONNX Runtime fp32 and int8-cpu; OpenVINO (gpmask's backend) fp32, bf16
-  (where the CPU has it), int8 (the TensorRT-format graph) and int8-cpu;
+  (where the CPU has it), int8 (the TensorRT-format graph), int8-cpu and int8-openvino;
 - references: OpenVINO's ``compile_model`` with no options on the bundle's fp32 graph
   (what an x86 user gets without gpmask; bf16 on a CPU that has it), OpenVINO fp32 on
   the same graph with only the f32 hint, torch eager, and optionally torch.compile
@@ -29,8 +29,9 @@ Usage::
 
 Without ``--bundle`` it exports the checkpoint (``--checkpoint``, default the shipped
 demo; with ``--arch``, a random checkpoint of that architecture: timings depend on the
-architecture, not on the trained values) and calibrates its int8 and int8-cpu graphs
-into ``--workdir`` (default a temporary folder; give one to reuse it with ``--bundle``).
+architecture, not on the trained values) and calibrates its int8, int8-cpu and
+int8-openvino graphs into ``--workdir`` (default a temporary folder; give one to reuse
+it with ``--bundle``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from gpmask.bench.instruction_limit import instruction_limits
 from gpmask.bench.macs import count_macs
 from gpmask.bench.runner import parse_size
 from gpmask.bundle import Bundle
+from gpmask.errors import GpmaskError
 from gpmask.metrics import psnr
 from gpmask.runtime.backends.onnxruntime import OnnxRuntimeBackend, physical_cores
 from gpmask.runtime.backends.openvino import (
@@ -94,7 +96,7 @@ def prepare_bundle(args: argparse.Namespace, folder: Path) -> tuple[Path, Path |
         checkpoint = resolve_checkpoint(args.checkpoint or "demo")
     bundle = export_bundle(checkpoint, folder / "bundle", verify=False).root
     options = CalibrationOptions(max_psnr_drop=args.max_psnr_drop)
-    for precision in ("int8", "int8-cpu"):
+    for precision in ("int8", "int8-cpu", "int8-openvino"):
         calibrate_bundle(bundle, precision, options)
     return bundle, checkpoint
 
@@ -120,13 +122,17 @@ def candidates(bundle: Bundle, checkpoint: Path | None, args: argparse.Namespace
     made.append(Candidate("openvino fp32 (f32 hint only)", False, "fp32",
                           backend_run(OpenVinoBackend(bundle, "fp32", plain, only))))
     for precision, limit in (("fp32", "fp32"), ("bf16", "bf16"), ("int8", "int8"),
-                             ("int8-cpu", "int8")):
+                             ("int8-cpu", "int8"), ("int8-openvino", "int8")):
         refusal = precision_refusal(precision)
         if refusal:
             skipped.append(f"gpmask openvino {precision}: {refusal}")
             continue
-        made.append(Candidate(f"gpmask openvino {precision}", True, limit,
-                              backend_run(OpenVinoBackend(bundle, precision, weathers=only))))
+        try:
+            backend = OpenVinoBackend(bundle, precision, weathers=only)
+        except GpmaskError as exc:
+            skipped.append(f"gpmask openvino {precision}: {exc}")
+            continue
+        made.append(Candidate(f"gpmask openvino {precision}", True, limit, backend_run(backend)))
     if args.nncf:
         try:
             made.append(nncf_candidate(bundle, weather))
@@ -144,7 +150,6 @@ def torch_candidates(bundle: Bundle, checkpoint: Path | None, args: argparse.Nam
         reference_checkpoint,
         torch_compile_refusal,
     )
-    from gpmask.errors import GpmaskError
 
     try:
         source, note = reference_checkpoint(bundle, str(checkpoint) if checkpoint else None)

@@ -166,14 +166,15 @@ def test_auto_picks_openvino_without_a_gpu_and_says_so(bundle_dir, monkeypatch, 
     assert "openvino" in BACKENDS
 
 
-def test_int8_cpu_graphs_run_within_a_loose_budget(bundle_dir, tmp_path):
+@pytest.mark.parametrize("precision", ["int8-cpu", "int8-openvino"])
+def test_cpu_int8_graphs_run_close_to_fp32(bundle_dir, tmp_path, precision):
     from gpmask.calibration.options import CalibrationOptions
     from gpmask.calibration.pipeline import calibrate_bundle
 
     copy = Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
-    calibrate_bundle(copy, "int8-cpu", CalibrationOptions(
+    calibrate_bundle(copy, precision, CalibrationOptions(
         max_psnr_drop=100, synthetic=4, calibration_size=32, eval_size=32))
-    with Restorer(copy, backend="openvino", precision="int8-cpu") as quantized:
+    with Restorer(copy, backend="openvino", precision=precision) as quantized:
         frame = RNG.random((32, 32, 3), dtype=np.float32)
         restored = quantized.restore(frame, "rain")
     reference = direct_rgb(copy, "rain", frame)

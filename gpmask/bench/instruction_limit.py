@@ -49,7 +49,7 @@ from pathlib import Path
 
 #: Which limit a graph precision is measured against (fp16 graphs run in fp32 on CPUs).
 LIMIT_OF_PRECISION = {"fp32": "fp32", "fp16": "fp32", "bf16": "bf16", "int8": "int8",
-                      "int8-cpu": "int8"}
+                      "int8-cpu": "int8", "int8-openvino": "int8"}
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from gpmask.runtime.frames import padded_size
 REPORT_SCHEMA = 1
 DEFAULT_BACKENDS = ("torch", "openvino-default", "openvino", "onnxruntime-cpu",
                     "onnxruntime-cuda", "tensorrt")
-DEFAULT_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int8-cpu")
+DEFAULT_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int8-cpu", "int8-openvino")
 #: References that do not stand for an exact fp32 computation (OpenVINO's default may
 #: run in bf16), so never the quality reference.
 INEXACT_REFERENCES = ("openvino-default",)

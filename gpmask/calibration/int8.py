@@ -1,6 +1,6 @@
 """INT8 Q/DQ graphs by ONNX Runtime's static quantization, with a calibration cache.
 
-Two schemes. The activation ranges a weather's frames produce do not depend on how
+Three schemes. The activation ranges a weather's frames produce do not depend on how
 they are later turned into scales, so schemes quantizing the same graph read the same
 cache; a scheme that rewrites the graph first quantizes it with ranges of its own.
 
@@ -23,8 +23,17 @@ cache; a scheme that rewrites the graph first quantizes it with ranges of its ow
   has no quantized ConvTranspose; convolutions over a channel concatenation as sums
   of convolutions (:mod:`gpmask.calibration.concat_split`); narrow convolutions
   widened with zero channels (:mod:`gpmask.calibration.channel_padding`).
+- ``int8-openvino``: what OpenVINO's CPU plugin runs fastest: uint8 asymmetric
+  activations, float biases, Q/DQ only on the inputs of convolutions and additions;
+  upsampling as sub-pixel convolutions (OpenVINO runs a quantized ConvTranspose in
+  float32 on x86: 13 % of the demo's int8 run) and concatenations split, but no channel
+  padding: OpenVINO's int8 kernels take narrow layers as they are, and the padding
+  cost it the extra multiply-accumulates plus reference-kernel Slice, Pad and Convert
+  nodes. Measured on the demo network on one AVX2 core (CPU time per 256x256 frame):
+  48 ms against 56 ms for the int8 graph and 58 ms for int8-cpu on OpenVINO, 65-76 ms
+  for int8-cpu on ONNX Runtime (``benchmarks/profile_layers.py``, ``bench_cpu.py``).
 
-Both schemes quantize weights to 7 bits (``[-64, 64]``, ONNX Runtime's
+All schemes quantize weights to 7 bits (``[-64, 64]``, ONNX Runtime's
 ``reduce_range``). x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake) multiply
 uint8 by int8 with ``vpmaddubsw``, which adds each pair of products into a saturating
 int16: with 8-bit weights a pair reaches ``2 * 255 * 127 = 64770`` and clips. Both
@@ -105,6 +114,10 @@ SCHEMES = {
                            quantize_bias=True,
                            rewrites=("subpixel", "concat_split", "channel_padding"),
                            quantize_conv_outputs=True),
+    "int8-openvino": Int8Scheme("int8-openvino", activations_unsigned=True,
+                                activations_symmetric=False, quantize_bias=False,
+                                rewrites=("subpixel", "concat_split"),
+                                quantize_conv_outputs=False),
 }
 
 

@@ -45,7 +45,7 @@ PRECISIONS = ("fp16", *SCHEMES)
 def calibrate_bundle(
     root: str | os.PathLike, precision: str, options: CalibrationOptions | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Add ``precision``'s graphs (``fp16``, ``int8``, ``int8-cpu``) to the bundle at ``root``.
+    """Add ``precision``'s graphs (``fp16`` or an int8 scheme) to the bundle at ``root``.
 
     Returns the report entries, weather -> entry (also written to ``reports/``).
     """

@@ -43,8 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"{', '.join(BACKENDS)} (default auto: TensorRT engines, else ONNX "
                              "Runtime with CUDA, else OpenVINO on the CPU)")
     parser.add_argument("--precision", default="fp32",
-                        help="fp32, fp16, int8, int8-cpu (graphs the bundle has), or bf16 "
-                             "(OpenVINO on a CPU with bfloat16) (default fp32)")
+                        help="fp32, fp16, int8, int8-cpu, int8-openvino (graphs the bundle "
+                             "has), or bf16 (OpenVINO on a CPU with bfloat16) (default fp32)")
     parser.add_argument("--route-every", type=int, default=1, metavar="K",
                         help="auto: classify every K-th frame (default 1)")
     parser.add_argument("--switch-after", type=int, default=3, metavar="M",

@@ -13,7 +13,8 @@ then ONNX Runtime on the CPU where OpenVINO is not installed. Backend modules im
 their runtime library only when chosen, so a machine without TensorRT never tries to
 import it.
 
-Precisions are the bundle's graphs (``fp32``, ``fp16``, ``int8``, ``int8-cpu``), plus
+Precisions are the bundle's graphs (``fp32``, ``fp16``, ``int8``, ``int8-cpu``,
+``int8-openvino``), plus
 ``bf16``, which is OpenVINO's bfloat16 inference of the fp32 graphs and only exists
 there (see :mod:`gpmask.runtime.backends.openvino`).
 """

@@ -20,7 +20,8 @@ weights in the layout its kernels read, and its own activation memory; so memory
 every weather loaded grows with the number of weathers
 (``benchmarks/bench_runtime_memory.py --backend openvino`` measures it).
 
-Precisions: the bundle's graphs (``fp32``, ``fp16``, ``int8``, ``int8-cpu``) run with
+Precisions: the bundle's graphs (``fp32``, ``fp16``, ``int8``, ``int8-cpu`` and
+``int8-openvino``, the int8 graph made for OpenVINO) run with
 float parts in float32 (``INFERENCE_PRECISION_HINT f32``: OpenVINO's default on a CPU
 with bfloat16 would otherwise run an fp32 graph in bf16). ``bf16`` needs no graph of
 its own: it is the fp32 graph compiled with ``INFERENCE_PRECISION_HINT bf16``, refused
@@ -132,7 +133,7 @@ class OpenVinoBackend(Backend):
     Args:
         bundle: the bundle to load.
         precision: ``fp32``, ``bf16`` (the fp32 graphs in bfloat16), or any precision the
-            bundle has graphs for (``fp16``, ``int8``, ``int8-cpu``).
+            bundle has graphs for (``fp16``, ``int8``, ``int8-cpu``, ``int8-openvino``).
         settings: compile options (defaults tuned for latency).
         weathers: load only these (default: every weather with a graph at ``precision``).
     """
