@@ -31,8 +31,10 @@ A matrix product also measures the library's blocking, caches and memory bandwid
 which is what the fraction of the limit is meant to reveal about the engines.
 
 The loop is a tiny C program with inline assembly, built at benchmark time with the
-system C compiler into a temporary folder and run in a subprocess; the best of a few
-runs is kept (a shared machine only ever makes it slower). Where there is no compiler,
+system C compiler into a temporary folder and run in a subprocess. Each thread times
+itself in its own CPU time (``CLOCK_THREAD_CPUTIME_ID``) and the rates add up, so time
+the scheduler gives to other processes on a shared machine does not count against the
+cores; the best of three runs is kept. Where there is no compiler,
 no /proc/cpuinfo, or the CPU lacks every instruction of a precision, that precision's
 limit is reported as skipped with the reason.
 """
@@ -98,9 +100,11 @@ _PROGRAM = r"""
 
 static long iterations;
 
-static void *loop(void *unused) {
+/* Runs the loop; returns the thread's own CPU seconds through *result. */
+static void *loop(void *result) {
     long n = iterations;
-    (void)unused;
+    struct timespec start, end;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
     __asm__ volatile(
         "vpxor %%xmm0, %%xmm0, %%xmm0\n"
         BODY_CLEAR
@@ -111,19 +115,24 @@ static void *loop(void *unused) {
         : "+r"(n)
         :
         : "cc", CLOBBERS);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &end);
+    *(double *)result = (end.tv_sec - start.tv_sec) + 1e-9 * (end.tv_nsec - start.tv_nsec);
     return NULL;
 }
 
+/* Prints the summed rate of the threads: iterations per CPU second of each, added up. */
 int main(int argc, char **argv) {
     int threads = atoi(argv[1]);
     iterations = atol(argv[2]);
     pthread_t ids[256];
-    struct timespec start, end;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (int i = 0; i < threads; i++) pthread_create(&ids[i], NULL, loop, NULL);
-    for (int i = 0; i < threads; i++) pthread_join(ids[i], NULL);
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    printf("%.9f\n", (end.tv_sec - start.tv_sec) + 1e-9 * (end.tv_nsec - start.tv_nsec));
+    double seconds[256];
+    for (int i = 0; i < threads; i++) pthread_create(&ids[i], NULL, loop, &seconds[i]);
+    double rate = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(ids[i], NULL);
+        rate += iterations / seconds[i];
+    }
+    printf("%.3f\n", rate);
     return 0;
 }
 """
@@ -179,13 +188,13 @@ def _run(kernel: Kernel, threads: int, folder: Path, compiler: str, seconds: flo
     source.write_text(_source(kernel))
     subprocess.run([compiler, "-O1", "-pthread", *kernel.compiler_flags, str(source), "-o",
                     str(binary)], check=True, capture_output=True, text=True)
-    iterations = 100_000
-    elapsed = float(subprocess.run([str(binary), str(threads), str(iterations)], check=True,
-                                   capture_output=True, text=True).stdout)
-    iterations = max(iterations, int(iterations * seconds / max(elapsed, 1e-6)))
-    best = min(float(subprocess.run([str(binary), str(threads), str(iterations)], check=True,
-                                    capture_output=True, text=True).stdout) for _ in range(3))
-    return kernel.ops_per_iteration * iterations * threads / best / 1e9
+
+    def rate(iterations: int) -> float:  # loop iterations per second, all threads
+        return float(subprocess.run([str(binary), str(threads), str(iterations)], check=True,
+                                    capture_output=True, text=True).stdout)
+
+    iterations = max(100_000, int(rate(100_000) / threads * seconds))
+    return kernel.ops_per_iteration * max(rate(iterations) for _ in range(3)) / 1e9
 
 
 @functools.cache
