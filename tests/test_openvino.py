@@ -90,6 +90,24 @@ def test_switching_per_frame_compiles_nothing_and_reuses_the_output(bundle_dir, 
     assert backend.run("rain", smaller).shape == (1, 3, 8, 8)  # a new size rebinds
 
 
+def test_switching_releases_the_previous_weathers_activation_memory(bundle_dir, monkeypatch):
+    backend = OpenVinoBackend(Bundle.open(bundle_dir))
+    released = []
+    for weather, model in backend.compiled.items():
+        monkeypatch.setattr(model, "release_memory", lambda w=weather: released.append(w))
+    batch = RNG.random((1, 3, 16, 16), dtype=np.float32)
+    for weather in ("rain", "rain", "snow", "snow", "common", "rain"):
+        backend.run(weather, batch)
+    assert released == ["rain", "snow", "common"]
+    keeping = OpenVinoBackend(Bundle.open(bundle_dir), settings=CompileSettings(
+        release_on_switch=False), weathers=["rain", "snow"])
+    for model in keeping.compiled.values():
+        monkeypatch.setattr(model, "release_memory", lambda: released.append("kept"))
+    keeping.run("rain", batch)
+    keeping.run("snow", batch)
+    assert "kept" not in released
+
+
 def test_compile_settings_reach_the_compiled_models(bundle_dir):
     backend = OpenVinoBackend(Bundle.open(bundle_dir), weathers=["rain"])
     compiled = backend.compiled["rain"]
