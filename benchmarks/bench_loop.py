@@ -7,6 +7,7 @@ an MJPG video of those frames and writes one. Rounds alternate; medians are comp
 
     python benchmarks/bench_loop.py                      # demo model (or random tiny), 256x256
     python benchmarks/bench_loop.py --bundle B --size 512 --frames 96
+    python benchmarks/bench_loop.py --backend openvino
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bench_runtime_memory import export_demo_bundle
 from bench_switching import frames_per_second
 
 from gpmask.runtime import Restorer
+from gpmask.runtime.backends import BACKENDS
 from gpmask.runtime.demo import make_clip, write_video
 from gpmask.runtime.loop import run_loop
 from gpmask.runtime.routing import FixedRouter
@@ -40,12 +42,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="frame side (default 256)")
     parser.add_argument("--frames", type=int, default=48, help="frames in the video (default 48)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (default 5)")
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
+                        help="backend (default onnxruntime)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         bundle = args.bundle or export_demo_bundle(args.checkpoint, folder)
-        restorer = Restorer(bundle, backend="onnxruntime")
+        restorer = Restorer(bundle, backend=args.backend)
         weather = restorer.weathers[0]
         clip = make_clip(restorer.weathers, frames=args.frames, size=args.size)
         video = folder / "input.avi"

@@ -1,4 +1,4 @@
-"""Throughput when the weather changes on every frame vs one fixed weather (ONNX Runtime CPU).
+"""Throughput when the weather changes on every frame vs one fixed weather, on one backend.
 
 Switching weather is choosing another prepared session, so it should cost at most 2%
 of throughput (issue 5). Frames are the demo's synthetic weather clip (held-out sample
@@ -6,6 +6,7 @@ images); both modes restore the same frames, in alternating rounds so that a cha
 machine load hits both; the figure is the ratio of the median rounds.
 
     python benchmarks/bench_switching.py                 # demo model (or random tiny), 256x256
+    python benchmarks/bench_switching.py --backend openvino
     python benchmarks/bench_switching.py --bundle B --size 512 --rounds 7
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from bench_runtime_memory import export_demo_bundle
 
 from gpmask.runtime import Restorer
+from gpmask.runtime.backends import BACKENDS
 from gpmask.runtime.demo import make_clip
 
 
@@ -39,11 +41,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="frame side (default 256)")
     parser.add_argument("--frames", type=int, default=48, help="frames per round (default 48)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (default 5)")
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
+                        help="backend (default onnxruntime)")
+    parser.add_argument("--precision", default="fp32", help="precision (default fp32)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
         bundle = args.bundle or export_demo_bundle(args.checkpoint, Path(folder))
-        restorer = Restorer(bundle, backend="onnxruntime")
+        restorer = Restorer(bundle, backend=args.backend, precision=args.precision)
         weathers = restorer.weathers
         clip = make_clip(weathers, frames=args.frames, size=args.size)
         frames = clip.degraded
@@ -53,7 +58,8 @@ def main() -> None:
             fixed.append(frames_per_second(restorer, frames, weathers[:1]))
             switching.append(frames_per_second(restorer, frames, weathers))
     fixed_fps, switching_fps = statistics.median(fixed), statistics.median(switching)
-    print(f"backend {restorer.backend_name}, {len(weathers)} weathers ({', '.join(weathers)}), "
+    print(f"backend {restorer.backend_name} {args.precision}, {len(weathers)} weathers "
+          f"({', '.join(weathers)}), "
           f"{args.size}x{args.size}, {args.frames} frames x {args.rounds} rounds, "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"fixed weather      {fixed_fps:8.2f} frames/s  (rounds: "

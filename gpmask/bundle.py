@@ -60,10 +60,16 @@ from gpmask.fileio import sha256_file, write_text_atomic
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 COMMON = "common"
-#: Every graph (and engine) precision gpmask knows, in one place: calibrate, build, bench
-#: and the runtime refuse any other name with this list. A new precision is added here
-#: and given a recipe in gpmask.calibration.
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+#: Precisions a bundle holds graphs (or engines) of. A new one is added here and given a
+#: recipe in gpmask.calibration.
+GRAPH_PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu", "int8-openvino")
+#: Precisions a backend computes from another precision's graphs, with no graphs of their
+#: own: precision -> the graph precision it reads (OpenVINO's bfloat16 inference of the
+#: fp32 graphs; see gpmask.runtime.backends.openvino).
+HINTED_PRECISIONS = {"bf16": "fp32"}
+#: Every precision gpmask knows, in one place: calibrate, build, bench and the runtime
+#: refuse any other name with this list.
+PRECISIONS = (*GRAPH_PRECISIONS, *HINTED_PRECISIONS)
 
 
 def check_precision(precision: str, option: str | None = None) -> str:

@@ -197,3 +197,103 @@ def test_psnr_inf_only_for_identical(report) -> None:
     values = [e["psnr_db"] for _, e in _entries(report) if e["psnr_db"] != "inf"]
     assert values and all(math.isfinite(v) for v in values)
     assert np.isfinite(values).all()
+
+
+def test_openvino_targets_report_limit_fractions_and_skip_bf16_with_a_reason(exported) -> None:
+    from gpmask.runtime.backends.openvino import precision_refusal
+
+    bundle, _ = exported
+    result = run_benchmark(bundle, backends=["onnxruntime-cpu", "openvino", "openvino-default"],
+                           precisions=["fp32", "bf16"], sizes=["32x32"], iters=2, warmup=0,
+                           progress=False)
+    labels = [r["label"] for r in result["results"]]
+    # The quality reference first, then the other references, then the backends as asked.
+    assert labels[:3] == ["onnxruntime-cpu/fp32", "openvino-default/fp32", "openvino/fp32"]
+    assert result["reference"]["quality"] == "onnxruntime-cpu/fp32"  # not OpenVINO's default
+    refusal = precision_refusal("bf16")
+    if refusal:
+        assert f"openvino bf16: {refusal}" in [s["line"] for s in result["skipped"]]
+    else:
+        assert "openvino/bf16" in labels
+    assert result["settings"]["openvino_compile"]["performance_hint"] == "LATENCY"
+    limits = result["machine"]["instruction_limits"]
+    for record in result["results"]:
+        assert record["inference_precision"] in (("f32", "bf16") if "openvino" in
+                                                 record["backend"] else (None,))
+        for entry in record["sizes"]:
+            limit = entry["work"]["limit"]
+            expected = "bf16" if record["inference_precision"] == "bf16" else "fp32"
+            assert limit["precision"] == expected
+            gops = limits[expected]["gops"]
+            if gops:
+                assert limit["fraction"] == pytest.approx(entry["work"]["gflops"] / gops)
+            else:
+                assert limit["fraction"] is None and limits[expected]["reason"]
+            assert entry["psnr_db"] == "inf" or entry["psnr_db"] > 60  # all fp32 here
+
+
+def test_instruction_loops_count_their_operations() -> None:
+    """Each kernel's ops per iteration, recounted from its assembly text."""
+    import re
+
+    from gpmask.bench.instruction_limit import KERNELS
+
+    ops = {"vfmadd231ps %%zmm": 32, "vfmadd231ps %%ymm": 16, "vdpbf16ps %%zmm": 64,
+           "vpdpbusd %%zmm": 128, "{vex} vpdpbusd %%ymm": 64, "vpmaddubsw %%ymm": 64}
+    for kernels in KERNELS.values():
+        for kernel in kernels:
+            counted = sum(len(re.findall(re.escape('"' + mnemonic), kernel.body)) * per
+                          for mnemonic, per in ops.items())
+            assert counted == kernel.ops_per_iteration, kernel.instruction
+
+
+def test_instruction_limits_measured_or_skipped_with_reasons(monkeypatch) -> None:
+    from gpmask.bench import instruction_limit
+
+    flags = instruction_limit.cpu_flags() or set()
+    limits = instruction_limit.instruction_limits(1, 0.05)
+    assert set(limits) == {"fp32", "bf16", "int8"}
+    for precision, limit in limits.items():
+        available = [k for k in instruction_limit.KERNELS[precision] if k.cpu_flag in flags]
+        if available and instruction_limit.platform.machine() == "x86_64":
+            assert limit.instruction == available[0].instruction and limit.gops > 0
+            assert limit.reason is None
+        else:
+            assert limit.gops is None and limit.reason
+    monkeypatch.setattr(instruction_limit, "cpu_flags", lambda: {"fma", "avx2"})
+    instruction_limit.instruction_limits.cache_clear()
+    bare = instruction_limit.instruction_limits(1, 0.05)
+    assert bare["bf16"].reason == "this CPU lacks avx512_bf16"
+    monkeypatch.setattr(instruction_limit.shutil, "which", lambda name: None)
+    instruction_limit.instruction_limits.cache_clear()
+    no_compiler = instruction_limit.instruction_limits(1, 0.05)
+    assert all(v.reason == "no C compiler (cc or gcc) to build the instruction loop"
+               for v in no_compiler.values())
+    instruction_limit.instruction_limits.cache_clear()
+
+
+@pytest.mark.slow
+def test_torch_compile_reference_matches_eager_and_switches_without_recompiling() -> None:
+    import torch
+
+    from gpmask.bench.torch_reference import (
+        TorchCompileBackend,
+        TorchEagerBackend,
+        torch_compile_refusal,
+    )
+
+    if torch_compile_refusal():
+        pytest.skip(torch_compile_refusal())
+    checkpoint = make_checkpoint()
+    weathers = ["rain", "snow"]
+    eager = TorchEagerBackend(checkpoint, weathers, "cpu", 1)
+    compiled = TorchCompileBackend(checkpoint, weathers, "cpu", 1)
+    batch = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    outputs = {}
+    for weather in ("rain", "snow", "rain"):
+        outputs[weather] = compiled.run(weather, batch)
+        np.testing.assert_allclose(outputs[weather], eager.run(weather, batch), atol=1e-4)
+    assert np.abs(outputs["rain"] - outputs["snow"]).max() > 1e-3
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # one for both weathers

@@ -292,3 +292,32 @@ def test_bad_input_is_refused(bundle_dir: Path, tmp_path: Path, capsys) -> None:
     assert main(["calibrate", str(bundle_dir), "--precision", "int8", "--eval-size", "30"]) == 2
     assert "eval size must be a multiple of 4" in capsys.readouterr().err
     assert "int8" not in Bundle.open(bundle_dir).manifest["graphs"]["rain"]
+
+
+def test_openvino_scheme_has_subpixel_upsampling_no_padding_and_float_biases(
+        bundle_dir: Path) -> None:
+    """int8-openvino: uint8 activations, sub-pixel upsampling, no zero channels, float
+    biases, and no Q/DQ between a convolution and its ReLU."""
+    calibrate_bundle(bundle_dir, "int8-openvino", CalibrationOptions(max_psnr_drop=100, **FAST))
+    bundle = Bundle.open(bundle_dir)
+    model = _load(bundle, "rain", "int8-openvino")
+    values = _initializers(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert "ConvTranspose" not in ops and ops.count("DepthToSpace") == 2
+    assert "Pad" not in ops and "Slice" not in ops and "Concat" not in ops
+    zero_points = {values[n.input[2]].dtype for n in model.graph.node
+                   if n.op_type == "QuantizeLinear"}
+    assert zero_points == {np.dtype(np.uint8)}
+    assert not any(v.dtype == np.int32 for v in values.values())
+    producers = {out: n for n in model.graph.node for out in n.output}
+    for relu in (n for n in model.graph.node if n.op_type == "Relu"):
+        assert producers[relu.input[0]].op_type == "Conv"
+    weights = [v for v in values.values() if v.dtype == np.int8 and v.ndim == 4]
+    assert min(w.shape[0] for w in weights) < 16  # narrow layers stay narrow (4 channels)
+    assert max(np.abs(w.astype(int)).max() for w in weights) <= 64  # 7-bit weights
+    frame = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    restored = ort.InferenceSession(str(bundle.graph_path("rain", "int8-openvino"))).run(
+        None, {"image": frame})[0]
+    reference = ort.InferenceSession(str(bundle.graph_path("rain"))).run(
+        None, {"image": frame})[0]
+    assert np.abs(restored - reference).max() < 0.1

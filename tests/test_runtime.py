@@ -215,8 +215,11 @@ def test_session_settings_reach_the_session_options():
     assert physical_cores() == len(siblings)
 
 
-def test_auto_picks_onnxruntime_on_a_bundle_without_engines(restorer, bundle_dir):
-    expected = "onnxruntime-cuda" if "cuda" in available_providers() else "onnxruntime-cpu"
+def test_auto_picks_cuda_then_openvino_on_a_bundle_without_engines(restorer, bundle_dir):
+    from gpmask.runtime.backends.openvino import openvino_available
+
+    cpu = "openvino" if openvino_available() else "onnxruntime-cpu"
+    expected = "onnxruntime-cuda" if "cuda" in available_providers() else cpu
     assert Restorer(bundle_dir).backend_name == expected
     assert restorer.backend_name == "onnxruntime-cpu"
 

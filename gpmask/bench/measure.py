@@ -31,14 +31,17 @@ from gpmask.bench.inputs import BenchFrame
 from gpmask.bench.memory import device_memory_used_mib, reset_peak_rss, rss_mib
 from gpmask.bench.stats import latency_summary
 from gpmask.bench.targets import Target
-from gpmask.bench.torch_reference import TorchEagerBackend
+from gpmask.bench.torch_reference import TorchCompileBackend, TorchEagerBackend, torch_device
 from gpmask.bundle import Bundle
 from gpmask.masking.checkpoint import MaskedCheckpoint
 from gpmask.runtime.backends import load_backend
 from gpmask.runtime.backends.base import Backend
+from gpmask.runtime.backends.openvino import OPENVINO_DEFAULTS, OpenVinoBackend
 
 #: Backends whose work runs on a CUDA GPU (torch decides by itself; see ``torch_device``).
 GPU_BACKENDS = ("onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+#: The torch references, rebuilt from the checkpoint.
+TORCH_BACKENDS = {"torch": TorchEagerBackend, "torch-compile": TorchCompileBackend}
 
 
 @dataclass(frozen=True)
@@ -60,25 +63,23 @@ class SizeMeasurement:
 
 @dataclass
 class TargetMeasurement:
-    """One target at every size, with its load, cold-start and memory figures."""
+    """One target at every size, with its load, cold-start and memory figures.
+
+    ``inference_precision`` is the float precision the engine chose, where it says
+    (OpenVINO: ``f32`` or ``bf16``), else None.
+    """
 
     device: str
+    inference_precision: str | None
     load_s: float
     cold_start_s: float
     memory: dict[str, Any]
     sizes: dict[str, SizeMeasurement]
 
 
-def torch_device() -> str:
-    """Where torch eager runs: the first CUDA GPU when torch has one, else the CPU."""
-    import torch
-
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
 def target_device(target: Target) -> str:
     """``cpu`` or ``cuda:0``: where ``target`` does its arithmetic."""
-    if target.backend == "torch":
+    if target.backend in TORCH_BACKENDS:
         return torch_device()
     return "cuda:0" if target.backend in GPU_BACKENDS else "cpu"
 
@@ -88,8 +89,10 @@ def _load(target: Target, bundle_root: str, checkpoint: MaskedCheckpoint | None,
     # run_benchmark verified every file of the bundle when it opened it; here, as in
     # earlier reports, the load time covers the backend checking the files it reads.
     bundle = Bundle.open(bundle_root, verify=False)
-    if target.backend == "torch":
-        return TorchEagerBackend(checkpoint, bundle.weathers, torch_device(), threads)
+    if target.backend in TORCH_BACKENDS:
+        return TORCH_BACKENDS[target.backend](checkpoint, bundle.weathers, torch_device(), threads)
+    if target.backend == "openvino-default":
+        return OpenVinoBackend(bundle, target.precision, settings=OPENVINO_DEFAULTS)
     return load_backend(bundle, target.backend, target.precision, 0)
 
 
@@ -124,6 +127,7 @@ def measure_target(
     start = time.perf_counter()
     backend = _load(target, bundle_root, checkpoint, threads)
     load_s = time.perf_counter() - start
+    inference_precision = getattr(backend, "inference_precision", None)
     first = next(iter(frames_by_size.values()))
     backend.run(keep_weather, first[0].batch)
     cold_start_s = time.perf_counter() - start
@@ -152,4 +156,4 @@ def measure_target(
               "peak_scope": "target" if peak_is_own else "process",
               "device_memory_mib": (max(device_samples) - device_before
                                     if device_samples else None)}
-    return TargetMeasurement(device, load_s, cold_start_s, memory, sizes)
+    return TargetMeasurement(device, inference_precision, load_s, cold_start_s, memory, sizes)

@@ -2,10 +2,12 @@
 
 ``bench.json`` is the dict :func:`gpmask.bench.run_benchmark` returns (schema 1):
 ``bundle``, ``settings`` (backends, precisions, sizes, iters, warmup, threads, the
-ONNX Runtime session options), ``machine`` (CPU, cores, GPU, measured float32 matmul
-peak per device), ``versions``, ``reference``, ``macs`` per size, ``results`` (one
+ONNX Runtime session options, the OpenVINO compile options), ``machine`` (CPU, cores,
+GPU, measured float32 matmul peak per device, measured instruction-throughput limit
+per precision), ``versions``, ``reference``, ``macs`` per size, ``results`` (one
 record per backend/precision: device, load and cold-start seconds, memory, and per
-size latency percentiles, FPS, switching, work rate, PSNR, ``vs_torch``) and
+size latency percentiles, FPS, switching, work rate and its fractions of the matmul
+peak and of the precision's instruction limit, PSNR, ``vs_torch``) and
 ``skipped`` (one line of reason each). Every file is written atomically into the
 output folder, after all measurements, so a failed run leaves the previous report.
 """
@@ -21,7 +23,7 @@ from gpmask.errors import GpmaskError
 from gpmask.fileio import write_text_atomic
 
 COLUMNS = ("backend", "precision", "size", "p50 ms", "p90 ms", "p99 ms", "mean ms", "FPS",
-           "x torch", "switch x", "GFLOP/s", "of peak", "PSNR dB")
+           "x torch", "switch x", "GFLOP/s", "of peak", "of limit", "PSNR dB")
 
 
 def _number(value: float | str | None, digits: int = 2) -> str:
@@ -41,9 +43,24 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 *(_number(latency[k], 1) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")),
                 _number(latency["fps"], 1), _number(entry["vs_torch"]),
                 _number(entry["switching"]["ratio"]), _number(work["gflops"], 1),
-                f"{work['roofline_fraction']:.0%}", _number(entry["psnr_db"], 1),
+                f"{work['roofline_fraction']:.0%}", _limit_fraction(work.get("limit")),
+                _number(entry["psnr_db"], 1),
             ])
     return rows
+
+
+def _limit_fraction(limit: dict[str, Any] | None) -> str:
+    """``31% int8``: the fraction of the precision's instruction limit, or ``-``."""
+    if not limit or limit["fraction"] is None:
+        return "-"
+    return f"{limit['fraction']:.0%} {limit['precision']}"
+
+
+def _limits_line(limits: dict[str, Any]) -> str:
+    """The measured instruction limits (or why each was skipped), for the header."""
+    parts = [f"{p} {v['gops']:.0f} GOP/s ({v['instruction']})" if v["gops"] else
+             f"{p} not measured: {v['reason']}" for p, v in limits.items()]
+    return "; ".join(parts) or "-"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -56,13 +73,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"- machine: {machine['cpu']}, {machine['physical_cores']} cores, "
         f"{machine['threads']} threads, GPU {machine['gpu'] or 'none'}",
         f"- float32 matmul peak (measured): {peaks or '-'}",
+        "- instruction-throughput limits (measured by gpmask/bench/instruction_limit.py): "
+        + _limits_line(machine.get("instruction_limits", {})),
         f"- batch 1, {settings['iters']} timed iterations after {settings['warmup']} warm-up; "
         f"latency reference {report['reference']['latency'] or 'none'}, quality reference "
         f"{report['reference']['quality'] or 'none'}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v),
         "", "x torch: p50 latency / torch eager's p50 (below 1 is faster); switch x: p50 "
         "changing weather every frame / p50 keeping one; GFLOP/s = 2 x MACs / p50; "
-        "of peak: of the float32 matmul peak; PSNR: against the quality reference.", "",
+        "of peak: of the float32 matmul peak; of limit: of the instruction-throughput limit "
+        "of the precision the target computes in; PSNR: against the quality reference.", "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
         *("| " + " | ".join(row) + " |" for row in table_rows(report)),

@@ -1,8 +1,10 @@
 """``run_benchmark``: every available backend x precision x size, side by side, as one report.
 
 The run is ordered so that every comparison is made on numbers from this same run:
-torch eager (the reference) is measured first, then each backend at each precision,
-all on the same frames. Derived figures come from the recorded ones:
+torch eager (the reference) is measured first (without it, the first exact fp32
+target: never ``openvino-default``, which may compute in bf16), then the other
+references, then each backend at each precision, all on the same frames. Derived
+figures come from the recorded ones:
 
 - ``vs_torch``: the target's p50 latency / torch eager's p50 at the same size (below 1
   is faster). The median is used for ratios because it is what a frame typically
@@ -12,6 +14,8 @@ all on the same frames. Derived figures come from the recorded ones:
 - ``work``: MACs counted from the ONNX graph at the size (:mod:`gpmask.bench.macs`),
   ``gflops = 2 * MACs / p50``, and that as a fraction of the measured float32 matmul
   peak of the device the target ran on (for fp16/int8, a fraction of the fp32 peak);
+  for CPU targets also as a fraction of the instruction-throughput limit of the
+  precision the target computes in (``limit``: :mod:`gpmask.bench.instruction_limit`);
 - ``psnr_db``: mean PSNR over the frames of the target's output against the quality
   reference's (torch eager fp32 when it ran, else the first fp32 target).
 """
@@ -27,21 +31,33 @@ import numpy as np
 from tqdm import tqdm
 
 from gpmask.bench.inputs import BenchFrame, bench_frames
+from gpmask.bench.instruction_limit import LIMIT_OF_PRECISION, InstructionLimit, instruction_limits
 from gpmask.bench.machine import describe_machine, matmul_peak_gflops, runtime_versions
 from gpmask.bench.macs import count_macs
-from gpmask.bench.measure import TargetMeasurement, TimingPlan, measure_target, target_device
+from gpmask.bench.measure import (
+    TORCH_BACKENDS,
+    TargetMeasurement,
+    TimingPlan,
+    measure_target,
+    target_device,
+)
 from gpmask.bench.targets import Target, plan_targets
 from gpmask.bench.torch_reference import reference_checkpoint
 from gpmask.bundle import PRECISIONS, Bundle, check_precision
 from gpmask.errors import GpmaskError
 from gpmask.metrics import psnr
 from gpmask.runtime.backends.onnxruntime import SessionSettings
+from gpmask.runtime.backends.openvino import CompileSettings
 from gpmask.runtime.frames import padded_size
 
 #: Version of the ``bench.json`` layout.
 REPORT_SCHEMA = 1
-DEFAULT_BACKENDS = ("torch", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
+DEFAULT_BACKENDS = ("torch", "openvino-default", "openvino", "onnxruntime-cpu",
+                    "onnxruntime-cuda", "tensorrt")
 DEFAULT_PRECISIONS = PRECISIONS
+#: References that do not stand for an exact fp32 computation (OpenVINO's default may
+#: run in bf16), so never the quality reference.
+INEXACT_REFERENCES = ("openvino-default",)
 DEFAULT_SIZES = ("256x256", "480x854", "720x1280")
 
 
@@ -82,9 +98,13 @@ def run_benchmark(
         check_precision(precision, "--precisions")
     opened = Bundle.open(bundle)
     source, torch_note = reference_checkpoint(opened, checkpoint) \
-        if "torch" in backends else (None, None)
+        if set(backends) & set(TORCH_BACKENDS) else (None, None)
     targets, skipped = plan_targets(opened, list(backends), list(precisions),
                                     None if source else torch_note)
+    exact = next((t for t in targets if t.precision == "fp32"
+                  and t.backend not in INEXACT_REFERENCES), None)
+    if exact is not None:  # the quality reference first, so every target is compared with it
+        targets = [exact, *(t for t in targets if t is not exact)]
     source_name = torch_note if source else None
     settings = SessionSettings()
     threads = settings.intra_op_threads
@@ -94,6 +114,7 @@ def run_benchmark(
     macs = _macs_by_size(opened, parsed, precisions)
     peaks = {device: matmul_peak_gflops(device, threads)
              for device in sorted({target_device(t).split(":")[0] for t in targets})}
+    limits = instruction_limits(threads) if "cpu" in peaks else {}
     results = []
     reference: dict[str, list[np.ndarray]] | None = None
     reference_label = None
@@ -105,10 +126,12 @@ def run_benchmark(
                 target, str(opened.root), source, frames, opened.default_weather,
                 TimingPlan(iters, warmup), threads, step=lambda size: bar.update(),
             )
-            if reference is None and target.precision == "fp32":
+            if (reference is None and target.precision == "fp32"
+                    and target.backend not in INEXACT_REFERENCES):
                 reference = {size: m.outputs for size, m in measured.sizes.items()}
                 reference_label = target.label
-            results.append(_target_record(target, measured, frames, reference, macs, peaks))
+            results.append(_target_record(target, measured, frames, reference, macs, peaks,
+                                          limits))
     _add_torch_ratios(results)
     return {
         "schema": REPORT_SCHEMA,
@@ -116,8 +139,10 @@ def run_benchmark(
                    "keep_weather": opened.default_weather, "checkpoint": source_name},
         "settings": {"backends": list(backends), "precisions": list(precisions),
                      "sizes": list(sizes), "iters": iters, "warmup": warmup, "batch": 1,
-                     "threads": threads, "onnxruntime_session": settings.describe()},
-        "machine": {**describe_machine(threads), "matmul_peak_gflops": peaks},
+                     "threads": threads, "onnxruntime_session": settings.describe(),
+                     "openvino_compile": CompileSettings().describe()},
+        "machine": {**describe_machine(threads), "matmul_peak_gflops": peaks,
+                    "instruction_limits": {p: limit.to_dict() for p, limit in limits.items()}},
         "versions": runtime_versions(),
         "reference": {"latency": "torch/fp32" if source else None, "quality": reference_label},
         "macs": macs,
@@ -151,8 +176,12 @@ def _quality(frames: list[BenchFrame], outputs: list[np.ndarray],
 def _target_record(target: Target, measured: TargetMeasurement,
                    frames: dict[str, list[BenchFrame]],
                    reference: dict[str, list[np.ndarray]] | None,
-                   macs: dict[str, int], peaks: dict[str, float]) -> dict[str, Any]:
+                   macs: dict[str, int], peaks: dict[str, float],
+                   limits: dict[str, InstructionLimit]) -> dict[str, Any]:
     peak = peaks[measured.device.split(":")[0]]
+    limit_precision = ("bf16" if measured.inference_precision == "bf16"
+                       else LIMIT_OF_PRECISION.get(target.precision, "fp32"))
+    limit = limits.get(limit_precision) if measured.device == "cpu" else None
     sizes = []
     for size, m in measured.sizes.items():
         gflops = 2 * macs[size] / (m.keep["p50_ms"] / 1000) / 1e9
@@ -161,12 +190,17 @@ def _target_record(target: Target, measured: TargetMeasurement,
             "latency": m.keep,
             "switching": {"latency": m.switch, "ratio": m.switch["p50_ms"] / m.keep["p50_ms"]},
             "work": {"macs": macs[size], "gflops": gflops, "peak_gflops": peak,
-                     "roofline_fraction": gflops / peak},
+                     "roofline_fraction": gflops / peak,
+                     "limit": None if limit is None else {
+                         "precision": limit_precision, "instruction": limit.instruction,
+                         "gops": limit.gops,
+                         "fraction": gflops / limit.gops if limit.gops else None}},
             "psnr_db": _quality(frames[size], m.outputs,
                                 reference[size] if reference else None),
         })
     return {"backend": target.backend, "precision": target.precision, "label": target.label,
-            "device": measured.device, "load_s": measured.load_s,
+            "device": measured.device, "inference_precision": measured.inference_precision,
+            "load_s": measured.load_s,
             "cold_start_s": measured.cold_start_s, "cold_start_size": sizes[0]["size"],
             "memory": measured.memory, "sizes": sizes}
 

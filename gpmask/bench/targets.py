@@ -3,23 +3,37 @@
 A user asks for backends and precisions; the bundle and the machine decide what
 exists. Everything that cannot run becomes a :class:`Skip` with a one-line reason the
 report lists (a missing runtime, a precision the bundle was not calibrated or built
-for, an engine built for another GPU), never an exception. A name that is not a
-backend at all is a typo, and refused.
+for, an engine built for another GPU, a CPU without bfloat16), never an exception. A
+name that is not a backend at all is a typo, and refused.
+
+Three backends are references, not deployment targets, and run the fp32 network
+only: ``torch`` (eager, rebuilt from the checkpoint: the latency and quality
+reference), ``torch-compile`` (the same modules through ``torch.compile``), and
+``openvino-default`` (OpenVINO's ``compile_model`` with no options on the bundle's fp32
+graphs: what an x86 user gets without gpmask; on a CPU with bfloat16 OpenVINO then
+runs it in bf16, which its PSNR shows).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpmask.bundle import Bundle
+from gpmask.bundle import HINTED_PRECISIONS, Bundle
 from gpmask.errors import GpmaskError
 from gpmask.runtime.backends import tensorrt_available
+from gpmask.runtime.backends.openvino import (
+    graph_precision,
+    openvino_available,
+    precision_refusal,
+)
 
-#: Backends ``gpmask bench`` knows, the torch eager reference first.
-BENCH_BACKENDS = ("torch", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt",
-                  "tensorrt")
-#: The precision torch eager runs at: it is the fp32 reference, not a deployment target.
-TORCH_PRECISION = "fp32"
+#: The references (fp32 only), torch eager first.
+REFERENCE_BACKENDS = ("torch", "torch-compile", "openvino-default")
+#: Backends ``gpmask bench`` knows: the references, then the runtime's backends.
+BENCH_BACKENDS = (*REFERENCE_BACKENDS, "openvino", "onnxruntime-cpu", "onnxruntime-cuda",
+                  "onnxruntime-tensorrt", "tensorrt")
+#: The precision the references run at: they are fp32 references, not deployment targets.
+TORCH_PRECISION = REFERENCE_PRECISION = "fp32"
 
 
 @dataclass(frozen=True)
@@ -51,9 +65,9 @@ class Skip:
 def plan_targets(
     bundle: Bundle, backends: list[str], precisions: list[str], torch_reason: str | None
 ) -> tuple[list[Target], list[Skip]]:
-    """Targets to run, in the order asked (torch first), and everything skipped.
+    """Targets to run, the references first (torch eager first of all), and everything skipped.
 
-    ``torch_reason`` is why torch eager cannot run (no checkpoint), or None when it can.
+    ``torch_reason`` is why torch cannot run (no checkpoint), or None when it can.
     """
     for backend in backends:
         if backend not in BENCH_BACKENDS:
@@ -61,22 +75,40 @@ def plan_targets(
                               f"{', '.join(BENCH_BACKENDS)}")
     targets: list[Target] = []
     skipped: list[Skip] = []
-    graph_precisions = []
+    graph_precisions, hinted = [], []
     for precision in precisions:
-        reason = _missing_graphs(bundle, precision)
+        reason = _missing_graphs(bundle, graph_precision(precision))
         if reason:
             skipped.append(Skip(None, precision, reason))
+        elif precision in HINTED_PRECISIONS:
+            hinted.append(precision)
         else:
             graph_precisions.append(precision)
-    ordered = sorted(backends, key=lambda name: name != "torch")
+    if hinted and "openvino" not in backends:
+        skipped.extend(Skip(None, p, _hinted_reason(p)) for p in hinted)
+    ordered = sorted(backends, key=lambda name: (BENCH_BACKENDS.index(name)
+                                                 if name in REFERENCE_BACKENDS else 99))
     for backend in ordered:
-        if backend == "torch":
-            if torch_reason:
-                skipped.append(Skip("torch", None, torch_reason))
+        if backend in REFERENCE_BACKENDS:
+            reason = _reference_reason(backend, torch_reason)
+            if reason:
+                skipped.append(Skip(backend, None, reason))
             else:
-                targets.append(Target("torch", TORCH_PRECISION))
+                targets.append(Target(backend, REFERENCE_PRECISION))
         elif backend == "tensorrt":
-            _plan_tensorrt(bundle, precisions, targets, skipped)
+            _plan_tensorrt(bundle, [p for p in precisions if p not in HINTED_PRECISIONS],
+                           targets, skipped)
+        elif backend == "openvino":
+            if not openvino_available():
+                skipped.append(Skip(backend, None, "not installed (pip install openvino)"))
+                continue
+            targets.extend(Target(backend, p) for p in graph_precisions)
+            for precision in hinted:
+                reason = precision_refusal(precision)
+                if reason:
+                    skipped.append(Skip(backend, precision, reason))
+                else:
+                    targets.append(Target(backend, precision))
         else:
             reason = _missing_provider(backend.removeprefix("onnxruntime-"))
             if reason:
@@ -84,6 +116,24 @@ def plan_targets(
             else:
                 targets.extend(Target(backend, p) for p in graph_precisions)
     return targets, skipped
+
+
+def _hinted_reason(precision: str) -> str:
+    return (f"OpenVINO's {precision} inference of the {HINTED_PRECISIONS[precision]} graphs; "
+            f"only the openvino backend runs it")
+
+
+def _reference_reason(backend: str, torch_reason: str | None) -> str | None:
+    """Why reference ``backend`` cannot run here, or None."""
+    if backend == "openvino-default":
+        return None if openvino_available() else "not installed (pip install openvino)"
+    if torch_reason:
+        return torch_reason
+    if backend == "torch-compile":
+        from gpmask.bench.torch_reference import torch_compile_refusal
+
+        return torch_compile_refusal()
+    return None
 
 
 def _missing_graphs(bundle: Bundle, precision: str) -> str | None:

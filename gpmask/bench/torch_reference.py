@@ -1,4 +1,4 @@
-"""Torch eager, the reference every deployed backend is compared with.
+"""Torch eager, the reference every deployed backend is compared with, and torch.compile.
 
 The bundle holds graphs, not the network's Python code and weights, so the reference
 is rebuilt from the masked checkpoint the bundle was exported from. The manifest
@@ -9,6 +9,8 @@ Torch lives here, in the benchmark, and never in :mod:`gpmask.runtime`.
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -71,14 +73,64 @@ class TorchEagerBackend(Backend):
             for weather in weathers
         }
 
+    def _forward(self, weather: str, batch: Any) -> Any:
+        return self.models[weather](batch)
+
     def run(self, weather: str, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            restored = self.models[weather](torch.from_numpy(batch).to(self.device))
+            restored = self._forward(weather, torch.from_numpy(batch).to(self.device))
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             return restored.cpu().numpy()
 
     def close(self) -> None:
         self.models.clear()
+
+
+def torch_compile_refusal() -> str | None:
+    """Why ``torch.compile`` cannot run here, or None when it can."""
+    import torch
+
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile (dynamo) is not supported on this Python or platform"
+    if torch_device() == "cpu" and not any(
+            shutil.which(name) for name in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+        return "inductor builds CPU kernels with a C++ compiler, and none was found (g++)"
+    return None
+
+
+def torch_device() -> str:
+    """Where the torch references run: the first CUDA GPU when torch has one, else the CPU."""
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+class TorchCompileBackend(TorchEagerBackend):
+    """The torch eager modules through ``torch.compile`` (inductor), every weather one function.
+
+    The weathers' networks differ only in their values, so one compiled function takes a
+    weather's parameters as inputs (``torch.func.functional_call``): switching weather
+    reuses the compiled code. Compiling happens on the first frame (and once more when
+    the frame size first changes, after which shapes are compiled as dynamic), which is
+    why ``gpmask bench`` runs it only when asked (``--backends ...,torch-compile``).
+    """
+
+    def __init__(self, checkpoint: MaskedCheckpoint, weathers: list[str], device: str,
+                 threads: int) -> None:
+        import torch
+        from torch.func import functional_call
+
+        super().__init__(checkpoint, weathers, device, threads)
+        self.name = "torch-compile"
+        module = self.models[self.weathers[0]]
+        self.values = {weather: {name: value.detach() for name, value in
+                                 (*model.named_parameters(), *model.named_buffers())}
+                       for weather, model in self.models.items()}
+        self.compiled = torch.compile(
+            lambda values, batch: functional_call(module, values, (batch,)))
+
+    def _forward(self, weather: str, batch: Any) -> Any:
+        return self.compiled(self.values[weather], batch)

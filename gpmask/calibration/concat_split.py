@@ -8,7 +8,8 @@ convolutions in NHWC), so it runs in NCHW as a requantizing QLinearConcat and th
 concatenated tensor is transposed back to NHWC for the convolution that reads it. On
 the demo network at 720p the skip connection's concatenation and that transpose took
 29 ms of a 189 ms int8 run. Split, each part goes to its own QLinearConv and the
-partial sums meet in one QLinearAdd. Only the ``int8-cpu`` scheme uses it.
+partial sums meet in one QLinearAdd. Every int8 scheme uses it (for the TensorRT
+``int8`` graph it also avoids an OpenVINO defect; see :mod:`gpmask.calibration.int8`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,20 @@
 """INT8 Q/DQ graphs by ONNX Runtime's static quantization, with a calibration cache.
 
-Two schemes. The activation ranges a weather's frames produce do not depend on how
+Three schemes. The activation ranges a weather's frames produce do not depend on how
 they are later turned into scales, so schemes quantizing the same graph read the same
-cache; ``int8-cpu`` quantizes a rewritten graph, with ranges of its own.
+cache; a scheme that rewrites the graph first quantizes it with ranges of its own.
 
 - ``int8``: what TensorRT (10 and 11, strongly typed) wants: explicit
   QuantizeLinear/DequantizeLinear pairs, int8 activations *and* weights, symmetric
   (zero point 0), per-channel weight scales, per-tensor activation scales; biases stay
-  float (TensorRT fuses them into the convolution itself).
+  float (TensorRT fuses them into the convolution itself). A convolution's output is
+  quantized only where its reader needs quantized inputs (an addition), not before a
+  ReLU: a Q/DQ pair between a convolution and its activation would make TensorRT run
+  the activation as a kernel of its own instead of fusing it. Convolutions over a channel
+  concatenation are split into sums first (:mod:`gpmask.calibration.concat_split`):
+  exact, fused by TensorRT as a residual addition, and it keeps the graph off the
+  pattern OpenVINO 2026 computes wrongly with signed activations (a Concat read by a
+  quantized convolution; see ``tests/test_int8_consumers.py``).
 - ``int8-cpu``: what ONNX Runtime's x86 kernels run fastest (U8S8): uint8 asymmetric
   activations, int8 symmetric per-channel weights, int32 biases, so that its graph
   optimiser fuses each DQ-Conv-Q group into one QLinearConv. The fp32 graph is first
@@ -16,6 +23,26 @@ cache; ``int8-cpu`` quantizes a rewritten graph, with ranges of its own.
   has no quantized ConvTranspose; convolutions over a channel concatenation as sums
   of convolutions (:mod:`gpmask.calibration.concat_split`); narrow convolutions
   widened with zero channels (:mod:`gpmask.calibration.channel_padding`).
+- ``int8-openvino``: what OpenVINO's CPU plugin runs fastest: uint8 asymmetric
+  activations, float biases, Q/DQ only on the inputs of convolutions and additions;
+  upsampling as sub-pixel convolutions (OpenVINO runs a quantized ConvTranspose in
+  float32 on x86: 13 % of the demo's int8 run) and concatenations split, but no channel
+  padding: OpenVINO's int8 kernels take narrow layers as they are, and the padding
+  cost it the extra multiply-accumulates plus reference-kernel Slice, Pad and Convert
+  nodes. Measured on the demo network on one AVX2 core (CPU time per 256x256 frame):
+  48 ms against 56 ms for the int8 graph and 58 ms for int8-cpu on OpenVINO, 65-76 ms
+  for int8-cpu on ONNX Runtime (``benchmarks/profile_layers.py``, ``bench_cpu.py``).
+
+All schemes quantize weights to 7 bits (``[-64, 64]``, ONNX Runtime's
+``reduce_range``). x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake) multiply
+uint8 by int8 with ``vpmaddubsw``, which adds each pair of products into a saturating
+int16: with 8-bit weights a pair reaches ``2 * 255 * 127 = 64770`` and clips. Both
+ONNX Runtime's and OpenVINO's int8 kernels use it there; measured on an AVX2 CPU, the
+demo network's int8-cpu graph came out at 33 dB against fp32 instead of the 48 dB its
+Q/DQ arithmetic gives. With 7-bit weights a pair stays below ``2 * 255 * 64 = 32640``,
+so every x86 CPU computes what the graph says, and the quality budget measured on the
+calibrating machine holds on the deploying one (and on TensorRT, which reads the same
+scales). It costs about 0.3 dB of PSNR against fp32 on the demo network.
 
 The cache is ONNX Runtime's own calibration-cache JSON, stored under
 ``BUNDLE/calibration/`` with a file name that is a hash of the graph, the frames and the
@@ -50,13 +77,23 @@ PERCENTILE = 99.999
 
 @dataclass(frozen=True)
 class Int8Scheme:
-    """How calibrated ranges become Q/DQ nodes (see the module docstring)."""
+    """How calibrated ranges become Q/DQ nodes (see the module docstring).
+
+    Attributes:
+        rewrites: exact graph rewrites applied to the fp32 graph before quantizing, by
+            name, in order (:data:`gpmask.calibration.rewrites.REWRITES`).
+        quantize_conv_outputs: Q/DQ on every convolution's output (ONNX Runtime fuses
+            DQ-Conv-Q into QLinearConv) or only where a reader quantizes its inputs.
+        reduce_range: 7-bit weights, so no x86 int8 kernel saturates.
+    """
 
     precision: str
     activations_unsigned: bool
     activations_symmetric: bool
     quantize_bias: bool
-    cpu_graph_rewrites: bool
+    rewrites: tuple[str, ...]
+    quantize_conv_outputs: bool
+    reduce_range: bool = True
 
     def quantize_options(self) -> dict:
         """``extra_options`` for ``quantize_static`` (the calibration-side options excluded)."""
@@ -64,14 +101,23 @@ class Int8Scheme:
             "ActivationSymmetric": self.activations_symmetric,
             "WeightSymmetric": True,
             "QuantizeBias": self.quantize_bias,
+            "OpTypesToExcludeOutputQuantization":
+                [] if self.quantize_conv_outputs else ["Conv", "ConvTranspose"],
         }
 
 
 SCHEMES = {
     "int8": Int8Scheme("int8", activations_unsigned=False, activations_symmetric=True,
-                       quantize_bias=False, cpu_graph_rewrites=False),
+                       quantize_bias=False, rewrites=("concat_split",),
+                       quantize_conv_outputs=False),
     "int8-cpu": Int8Scheme("int8-cpu", activations_unsigned=True, activations_symmetric=False,
-                           quantize_bias=True, cpu_graph_rewrites=True),
+                           quantize_bias=True,
+                           rewrites=("subpixel", "concat_split", "channel_padding"),
+                           quantize_conv_outputs=True),
+    "int8-openvino": Int8Scheme("int8-openvino", activations_unsigned=True,
+                                activations_symmetric=False, quantize_bias=False,
+                                rewrites=("subpixel", "concat_split"),
+                                quantize_conv_outputs=False),
 }
 
 
@@ -173,6 +219,7 @@ def quantize(
             calibration.reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            reduce_range=scheme.reduce_range,
             activation_type=QuantType.QUInt8 if scheme.activations_unsigned else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(nodes_to_exclude or []),

@@ -29,8 +29,6 @@ from tqdm import tqdm
 
 from gpmask.bundle import COMMON, Bundle
 from gpmask.calibration.budget import fit_budget
-from gpmask.calibration.channel_padding import pad_convolution_channels
-from gpmask.calibration.concat_split import split_concatenated_convolutions
 from gpmask.calibration.fp16 import FP32_OPS, convert_graph
 from gpmask.calibration.frames import (
     Frames,
@@ -43,7 +41,7 @@ from gpmask.calibration.int8 import CACHE_FOLDER, SCHEMES, Calibration, Int8Sche
 from gpmask.calibration.options import CalibrationOptions
 from gpmask.calibration.quality import cpu_session, run_frames, score
 from gpmask.calibration.report import update_report
-from gpmask.calibration.subpixel import subpixel_upsampling
+from gpmask.calibration.rewrites import apply_rewrites
 from gpmask.errors import GpmaskError
 from gpmask.export.compact import fold_rebuild
 
@@ -54,7 +52,7 @@ PRECISIONS = ("fp16", *SCHEMES)
 def calibrate_bundle(
     root: str | os.PathLike, precision: str, options: CalibrationOptions | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Add ``precision``'s graphs (``fp16``, ``int8``, ``int8-cpu``) to the bundle at ``root``.
+    """Add ``precision``'s graphs (``fp16`` or an int8 scheme) to the bundle at ``root``.
 
     Returns the report entries, weather -> entry (also written to ``reports/``).
     """
@@ -127,20 +125,18 @@ def _graph_to_quantize(
     bundle: Bundle, weather: str, scheme: Int8Scheme
 ) -> Iterator[tuple[Path, str]]:
     """The fp32 graph ``scheme`` quantizes, with its weights as initializers (a compact
-    graph folded), rewritten if the scheme asks for the CPU rewrites and any applies
-    (in a temporary folder when either changed it), and the digest standing for its
-    content."""
+    graph folded), rewritten when any of the scheme's rewrites applies (in a temporary
+    folder when either changed it), and the digest standing for its content."""
     path, digest = bundle.graph_path(weather), _graph_digest(bundle, weather)
     with tempfile.TemporaryDirectory(prefix="gpmask-rewrite-") as folder:
         model = dense_graph(bundle, weather)
         changed = bundle.manifest["graphs"][weather]["fp32"].get("layout") == "compact"
-        if scheme.cpu_graph_rewrites:
-            model, upsampling = subpixel_upsampling(model)
-            model, split = split_concatenated_convolutions(model)
-            model, padded = pad_convolution_channels(model)
-            if upsampling or split or padded:
+        if scheme.rewrites:
+            model, rewritten = apply_rewrites(model, scheme.rewrites)
+            if rewritten:
                 changed = True
-                digest = hashlib.sha256(f"{digest} subpixel split padded".encode()).hexdigest()
+                digest = hashlib.sha256(
+                    f"{digest} {' '.join(scheme.rewrites)}".encode()).hexdigest()
         if changed:
             path = Path(folder) / path.name
             onnx.save(model, path, save_as_external_data=True, location=f"{path.name}.data")

@@ -8,7 +8,8 @@ convolution with ``stride**2`` times the output channels followed by DepthToSpac
 ("sub-pixel convolution"): output pixel ``s*m + a`` only ever sees input pixels
 ``m + d`` through kernel tap ``a + pad - s*d``. As a Conv it is quantized into a
 QLinearConv like every other layer (measured on the demo network: int8-cpu 18 %
-faster at 256x256, 12 % at 720p). Only the ``int8-cpu`` scheme uses it: in fp32 the
+faster at 256x256, 12 % at 720p). The ``int8-cpu`` and ``int8-openvino`` schemes use it
+(OpenVINO too runs a quantized ConvTranspose in float32 on x86): in fp32 the
 convolution form does more multiply-accumulates (2.25x for kernel 4, stride 2) and
 was no faster, and TensorRT quantizes deconvolutions itself.
 """

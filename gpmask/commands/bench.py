@@ -1,16 +1,19 @@
 """Benchmark a bundle: latency, cold start, memory, switching, work rate and quality per backend.
 
-Runs every backend available here (torch eager as the reference, ONNX Runtime on the
-CPU and CUDA, TensorRT) at every precision the bundle has and every frame size, batch
-1, on the same synthetic-weather frames, and writes bench.json, bench.md and PNG plots
-into DIR. Each backend and precision is compared with torch eager as a latency ratio;
-a backend or precision the bundle or machine lacks is listed with the reason.
+Runs every backend available here (torch eager as the reference, OpenVINO's default
+compile as a second one, OpenVINO, ONNX Runtime on the CPU and CUDA, TensorRT) at every
+precision the bundle has (and bf16 on OpenVINO) and every frame size, batch 1, on the
+same synthetic-weather frames, and writes bench.json, bench.md and PNG plots into DIR.
+Each backend and precision is compared with torch eager as a latency ratio and with
+the instruction-throughput limit of its precision; a backend or precision the bundle
+or machine lacks is listed with the reason.
 
 examples:
   gpmask bench bundle/                                 # everything available, 3 sizes
   gpmask bench bundle/ --backends torch,onnxruntime-cpu --sizes 256x256,720x1280
   gpmask bench bundle/ --precisions fp32,int8-cpu --iters 50 -o bench-int8/
   gpmask bench bundle/ --checkpoint model.gpmask.safetensors   # torch reference
+  gpmask bench bundle/ --backends torch,torch-compile,openvino --precisions fp32,bf16,int8
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ def _names(text: str) -> list[str]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.bench.runner import DEFAULT_BACKENDS, DEFAULT_PRECISIONS, DEFAULT_SIZES
+    from gpmask.bench.targets import BENCH_BACKENDS
 
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
     parser.add_argument("--backends", type=_names, default=list(DEFAULT_BACKENDS),
-                        metavar="LIST", help=f"default {','.join(DEFAULT_BACKENDS)}")
+                        metavar="LIST", help=f"from {','.join(BENCH_BACKENDS)}; default "
+                                             f"{','.join(DEFAULT_BACKENDS)}")
     parser.add_argument("--precisions", type=_names, default=list(DEFAULT_PRECISIONS),
                         metavar="LIST", help=f"default {','.join(DEFAULT_PRECISIONS)}")
     parser.add_argument("--sizes", type=_names, default=list(DEFAULT_SIZES), metavar="LIST",

@@ -5,13 +5,16 @@ inputs and outputs stay float32 unless --fp16-io.
 int8: explicit symmetric Q/DQ (what TensorRT 10/11 builds strongly typed), each
 weather calibrated on frames of its own weather, layers kept in fp32 until the PSNR
 drop on held-out frames fits --max-psnr-drop. int8-cpu: the same with uint8
-activations, ONNX Runtime's fast path on x86 CPUs. Calibration statistics are cached
-in BUNDLE/calibration/; the report goes to BUNDLE/reports/calibration.{json,md}.
+activations, ONNX Runtime's fast path on x86 CPUs. int8-openvino: uint8 activations on
+the graph shaped for OpenVINO's CPU plugin (the default CPU backend). Weights are 7-bit
+in every int8 scheme. Calibration statistics are cached in BUNDLE/calibration/; the
+report goes to BUNDLE/reports/calibration.{json,md}.
 
 examples:
   gpmask calibrate bundle/ --precision fp16
   gpmask calibrate bundle/ --precision int8 --synthetic 64 --method percentile
   gpmask calibrate bundle/ --precision int8 --data frames/   # frames/rain/*.png, ...
+  gpmask calibrate bundle/ --precision int8-openvino          # for gpmask run on a CPU
 """
 
 from __future__ import annotations

@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpmask.bundle import PRECISIONS
+from gpmask.bundle import GRAPH_PRECISIONS, HINTED_PRECISIONS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from gpmask.runtime.backends import BACKENDS
     from gpmask.runtime.routing import RoutingPolicy
 
     defaults = RoutingPolicy()
@@ -45,9 +46,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="write input and restored frame next to each other")
     parser.add_argument("--log", help="CSV with frame index, weather chosen, latency per stage")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
+    parser.add_argument("--backend", default="auto",
+                        help=f"{', '.join(BACKENDS)} (default auto: TensorRT engines, else ONNX "
+                             "Runtime with CUDA, else OpenVINO on the CPU)")
     parser.add_argument("--precision", default="fp32",
-                        help=f"{', '.join(PRECISIONS)} (default fp32)")
+                        help=f"{', '.join(GRAPH_PRECISIONS)} (graphs the bundle has), or "
+                             f"{', '.join(HINTED_PRECISIONS)} (OpenVINO on a CPU with bfloat16; "
+                             "no graphs of its own) (default fp32)")
     parser.add_argument("--route-every", type=int, default=defaults.every, metavar="K",
                         help=f"auto: classify every K-th frame (default {defaults.every})")
     parser.add_argument("--switch-after", type=int, default=defaults.switch_after, metavar="M",

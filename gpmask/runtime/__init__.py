@@ -2,7 +2,7 @@
 
 ``Restorer`` is the entry point; backends live in :mod:`gpmask.runtime.backends`.
 Nothing under this package imports torch or training code, so an edge device runs it
-with numpy, OpenCV and TensorRT or ONNX Runtime alone.
+with numpy, OpenCV and TensorRT, OpenVINO or ONNX Runtime alone.
 """
 
 from gpmask.runtime.restorer import Restorer

@@ -27,9 +27,10 @@ class Restorer:
 
     Args:
         bundle: a :class:`~gpmask.bundle.Bundle` or the path of a bundle folder.
-        backend: ``auto`` (TensorRT, then ONNX Runtime with CUDA, then on the CPU) or a
-            name from :data:`gpmask.runtime.backends.BACKENDS`.
-        precision: the graphs (or engines) to load: ``fp32``, ``fp16``, ``int8``, ...
+        backend: ``auto`` (TensorRT, then ONNX Runtime with CUDA, then OpenVINO on the
+            CPU) or a name from :data:`gpmask.runtime.backends.BACKENDS`.
+        precision: the graphs (or engines) to load: ``fp32``, ``fp16``, ``int8``, ...;
+            ``bf16`` on OpenVINO.
         device: CUDA device index for GPU backends.
 
     Every file of the bundle is checked against the manifest's sha256 when it is opened

@@ -14,8 +14,9 @@ bundle is refused by name instead of producing wrong frames.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,3 +79,21 @@ def verify_files(bundle: Bundle, paths: Iterable[Path]) -> None:
         if path not in recorded:
             raise GpmaskError(f"bundle file {path} is not recorded in {bundle.root}/manifest.json")
     bundle.verify(relative)
+
+
+def external_data_files(graphs: Mapping[str, Any], paths: Mapping[str, Path]) -> set[Path]:
+    """The external-data files the graphs read (each graph's locations are beside it).
+
+    ``graphs`` maps a weather to its ``onnx.ModelProto`` loaded without external data,
+    ``paths`` the weather to the graph's file.
+    """
+    import onnx
+
+    return {
+        paths[weather].parent / entry.value
+        for weather, graph in graphs.items()
+        for tensor in graph.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }

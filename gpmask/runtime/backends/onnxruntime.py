@@ -36,7 +36,12 @@ import numpy as np
 
 from gpmask.bundle import COMPACT_PREFIX, Bundle
 from gpmask.errors import GpmaskError
-from gpmask.runtime.backends.base import Backend, prepared_weathers, verify_files
+from gpmask.runtime.backends.base import (
+    Backend,
+    external_data_files,
+    prepared_weathers,
+    verify_files,
+)
 
 #: Execution-provider kinds this backend runs on, best first, and ONNX Runtime's names.
 PROVIDERS = {
@@ -243,7 +248,7 @@ class OnnxRuntimeBackend(Backend):
         paths = {w: bundle.graph_path(w, precision) for w in self.weathers}
         verify_files(bundle, paths.values())
         graphs = {w: onnx.load(str(p), load_external_data=False) for w, p in paths.items()}
-        verify_files(bundle, _external_files(graphs, paths))
+        verify_files(bundle, external_data_files(graphs, paths))
         if self.settings.use_env_allocators:
             register_env_allocator()
         self.initializers = SharedInitializers()
@@ -291,16 +296,3 @@ class OnnxRuntimeBackend(Backend):
         self._input_value = self._output_value = self._bound_shape = None
         self.initializers.values.clear()
 
-
-def _external_files(graphs: dict[str, Any], paths: dict[str, Path]) -> set[Path]:
-    """The external-data files the graphs read (each graph's locations are beside it)."""
-    import onnx
-
-    return {
-        paths[weather].parent / entry.value
-        for weather, graph in graphs.items()
-        for tensor in graph.graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
