@@ -224,7 +224,7 @@ def main() -> None:
         print(f"weights     compact graphs folded == dense bake, bit for bit: "
               f"{folded_equals_bake(roots['compact'], checkpoint)}")
         for precision in filter(None, args.precisions.split(",")):
-            options = CalibrationOptions(synthetic=8, calibration_size=64, eval_size=64,
+            options = CalibrationOptions(synthetic=8, calibration_size=(64, 64), eval_size=(64, 64),
                                          max_psnr_drop=100)
             for root in roots.values():
                 calibrate_bundle(root, precision, options)

@@ -52,7 +52,6 @@ from bench_runtime_memory import random_checkpoint
 from gpmask.bench.inputs import bench_frames
 from gpmask.bench.instruction_limit import instruction_limits
 from gpmask.bench.macs import count_macs
-from gpmask.bench.runner import parse_size
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
 from gpmask.metrics import psnr
@@ -63,6 +62,7 @@ from gpmask.runtime.backends.openvino import (
     OpenVinoBackend,
     precision_refusal,
 )
+from gpmask.sizes import parse_size
 
 QUALITY_DB = 45.0
 DEMO_ARCHS = ("demo", "tiny", "msunet-tiny")

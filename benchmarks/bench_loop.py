@@ -6,7 +6,7 @@ the same frames already decoded into memory, with the same weather; the loop rea
 an MJPG video of those frames and writes one. Rounds alternate; medians are compared.
 
     python benchmarks/bench_loop.py                      # demo model (or random tiny), 256x256
-    python benchmarks/bench_loop.py --bundle B --size 512 --frames 96
+    python benchmarks/bench_loop.py --bundle B --size 512x512 --frames 96
     python benchmarks/bench_loop.py --backend openvino
 """
 
@@ -27,6 +27,7 @@ from gpmask.runtime.demo import make_clip, write_video
 from gpmask.runtime.loop import run_loop
 from gpmask.runtime.routing import FixedRouter
 from gpmask.runtime.video import VideoFileSink, open_source, read_video
+from gpmask.sizes import format_size, parse_size
 
 
 def loop_fps(restorer: Restorer, video: Path, output: Path, weather: str) -> float:
@@ -39,7 +40,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="bundle folder (default: export the demo checkpoint)")
     parser.add_argument("--checkpoint", default="demo", help="checkpoint exported without --bundle")
-    parser.add_argument("--size", type=int, default=256, help="frame side (default 256)")
+    parser.add_argument("--size", type=parse_size, default=(256, 256),
+                        help="frame HxW (default 256x256)")
     parser.add_argument("--frames", type=int, default=48, help="frames in the video (default 48)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (default 5)")
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
@@ -61,7 +63,7 @@ def main() -> None:
             alone.append(frames_per_second(restorer, frames, [weather]))
             looped.append(loop_fps(restorer, video, folder / "output.avi", weather))
     alone_fps, loop_median = statistics.median(alone), statistics.median(looped)
-    print(f"backend {restorer.backend_name}, weather {weather}, {args.size}x{args.size}, "
+    print(f"backend {restorer.backend_name}, weather {weather}, {format_size(args.size)}, "
           f"{len(frames)} frames x {args.rounds} rounds, load average {os.getloadavg()[0]:.2f}")
     print(f"restore step alone {alone_fps:8.2f} frames/s  (rounds: "
           f"{', '.join(f'{v:.2f}' for v in alone)})")

@@ -7,7 +7,7 @@ machine load hits both; the figure is the ratio of the median rounds.
 
     python benchmarks/bench_switching.py                 # demo model (or random tiny), 256x256
     python benchmarks/bench_switching.py --backend openvino
-    python benchmarks/bench_switching.py --bundle B --size 512 --rounds 7
+    python benchmarks/bench_switching.py --bundle B --size 512x512 --rounds 7
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from bench_runtime_memory import export_demo_bundle
 from gpmask.runtime import Restorer
 from gpmask.runtime.backends import BACKENDS
 from gpmask.runtime.demo import make_clip
+from gpmask.sizes import format_size, parse_size
 
 
 def frames_per_second(restorer: Restorer, frames: list, weathers: list[str]) -> float:
@@ -38,7 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="bundle folder (default: export the demo checkpoint)")
     parser.add_argument("--checkpoint", default="demo", help="checkpoint exported without --bundle")
-    parser.add_argument("--size", type=int, default=256, help="frame side (default 256)")
+    parser.add_argument("--size", type=parse_size, default=(256, 256),
+                        help="frame HxW (default 256x256)")
     parser.add_argument("--frames", type=int, default=48, help="frames per round (default 48)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (default 5)")
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
@@ -60,7 +62,7 @@ def main() -> None:
     fixed_fps, switching_fps = statistics.median(fixed), statistics.median(switching)
     print(f"backend {restorer.backend_name} {args.precision}, {len(weathers)} weathers "
           f"({', '.join(weathers)}), "
-          f"{args.size}x{args.size}, {args.frames} frames x {args.rounds} rounds, "
+          f"{format_size(args.size)}, {args.frames} frames x {args.rounds} rounds, "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"fixed weather      {fixed_fps:8.2f} frames/s  (rounds: "
           f"{', '.join(f'{v:.2f}' for v in fixed)})")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gpmask.bench.runner import parse_size
 from gpmask.bundle import Bundle
 from gpmask.runtime.backends.onnxruntime import SessionSettings
 from gpmask.runtime.backends.openvino import CompileSettings, core, graph_precision
+from gpmask.sizes import parse_size
 
 
 def onnxruntime_layers(graph: Path, batch: np.ndarray, runs: int) -> list[tuple[str, str, float]]:

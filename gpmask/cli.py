@@ -16,6 +16,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from gpmask import __version__
 from gpmask.errors import GpmaskError
@@ -36,8 +37,17 @@ VERBS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with gpmask's error line: a bad option ends like any other bad input, in
+    one ``gpmask: error: ...`` line (pointing at ``--help``) and exit code 2, instead of
+    argparse's usage block. Subcommand parsers are made of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"gpmask: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gpmask",
         description="Train, export, calibrate, build and run GGPM multi-weather restoration.",
     )
@@ -58,8 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gpmask`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``gpmask`` console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a bad option (one line printed)
+        return int(exit_.code or 0)
     try:
         code = int(args._module.run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below

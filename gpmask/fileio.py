@@ -5,6 +5,7 @@ it was given as input. The rule, applied here for every verb:
 
 - a file output is written beside its target and renamed onto it when complete; it may
   replace an existing regular file, never a folder;
+- an output's parent folder must exist: the output is created, never folders above it;
 - a folder output (a bundle, the demo's folder, run's image folder) is built beside its
   target and renamed into place when complete. An existing target is replaced only
   with ``--force`` (or where the verb says so), and only when it is an empty folder or a
@@ -67,9 +68,12 @@ def check_file_output(target: str | os.PathLike, suffix: str = "") -> None:
 
 def check_folder_output(target: str | os.PathLike) -> None:
     """Refuse, before any work, a folder output (one files are written into) that is an
-    existing file."""
+    existing file, or whose parent folder does not exist."""
     if os.path.lexists(target) and not Path(target).is_dir():
         raise GpmaskError(f"cannot write into {target}: it is a file, not a folder")
+    if not _parent(Path(target)).is_dir():
+        raise GpmaskError(f"cannot write {target}: folder {_parent(Path(target))} does not "
+                          f"exist")
 
 
 @contextlib.contextmanager
@@ -123,11 +127,17 @@ def check_replaceable(
 
 
 def new_folder_beside(target: str | os.PathLike) -> Path:
-    """An empty temporary folder (mode 0755) beside ``target``, creating its parents."""
+    """An empty temporary folder (mode 0755) beside ``target``.
+
+    ``target``'s parent must exist, as for a file output: gpmask creates the output it
+    was asked for, not folders above it (a typo in a path would otherwise leave a tree of
+    new folders behind).
+    """
     target = Path(target)
     parent = _parent(target)
+    if not parent.is_dir():
+        raise GpmaskError(f"cannot write {target}: folder {parent} does not exist")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
         tmp.chmod(0o755)  # mkdtemp makes 0700; a bundle is meant to be shared
     except OSError as exc:

@@ -17,6 +17,7 @@ NaN/Inf (Python API, no exit code), and ``| head`` closing the pipe (a subproces
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import cv2
 import numpy as np
 import pytest
 
+from gpmask.bundle import PRECISIONS
 from gpmask.cli import main
 from gpmask.errors import GpmaskError
 from gpmask.fileio import sha256_file
@@ -196,10 +198,10 @@ CASES = [
          lambda tmp, mp: [write(tmp / n, b"x") for n in ("base.pth", "w.pth", "m.pth")]),
     Case("train-output-is-a-folder", "train --preset demo -o {tmp}/mine --no-progress",
          r"cannot write .*mine: it is a folder", user_folder),
-    Case("bench-output-is-a-file", "bench {tmp}/bundle -o {tmp}/notes.txt --quiet",
+    Case("bench-output-is-a-file", "bench {tmp}/bundle -o {tmp}/notes.txt --no-progress",
          r"cannot write into .*notes.txt: it is a file, not a folder",
          lambda tmp, mp: write(tmp / "notes.txt", "notes")),
-    Case("bench-output-is-the-bundle", "bench {tmp}/bundle -o {tmp}/bundle --quiet",
+    Case("bench-output-is-the-bundle", "bench {tmp}/bundle -o {tmp}/bundle --no-progress",
          r"output .*bundle is the input .*bundle"),
     # --- tracebacks that became one line
     Case("run-output-in-proc", RUN + " -i {tmp}/clip.avi -o /proc/gpmask-x.avi",
@@ -214,7 +216,7 @@ CASES = [
     Case("calibrate-manifest-graphs-a-list", "calibrate {tmp}/bundle --precision fp16",
          r"manifest.json: 'graphs' must be an object of weather -> precision",
          lambda tmp, mp: edit_manifest(tmp / "bundle", graphs=[])),
-    Case("bench-manifest-weathers-a-string", "bench {tmp}/bundle -o {tmp}/b --quiet",
+    Case("bench-manifest-weathers-a-string", "bench {tmp}/bundle -o {tmp}/b --no-progress",
          r"manifest.json: 'weathers' must be an array of strings",
          lambda tmp, mp: edit_manifest(tmp / "bundle", **BAD_MANIFEST)),
     Case("run-manifest-weathers-a-string", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi",
@@ -251,7 +253,7 @@ CASES = [
     Case("build-tampered-weights", "build {tmp}/bundle --precision fp32",
          r"weights.bin does not match its manifest sha256",
          lambda tmp, mp: flip_byte(tmp / "bundle" / "weights.bin")),
-    Case("bench-tampered-weights", "bench {tmp}/bundle -o {tmp}/b --quiet",
+    Case("bench-tampered-weights", "bench {tmp}/bundle -o {tmp}/b --no-progress",
          r"weights.bin does not match its manifest sha256",
          lambda tmp, mp: flip_byte(tmp / "bundle" / "weights.bin")),
     Case("train-router-tampered-graph", "train-router {tmp}/bundle --no-progress",
@@ -282,17 +284,20 @@ CASES = [
          r"s.csv line 2: the row has too many fields",
          schedule("start,end,weather\n0,3,rain,snow\n")),
     Case("bench-unknown-precision", "bench {tmp}/bundle --precisions fp32,int4 -o {tmp}/b "
-         "--quiet", r"--precisions: unknown precision 'int4'; known precisions: fp32, fp16, "
-         r"int8, int8-cpu$"),
+         "--no-progress", r"--precisions: unknown precision 'int4'; known precisions: "
+         + re.escape(", ".join(PRECISIONS)) + "$"),
     Case("run-unknown-precision", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi --precision int4",
-         r"^unknown precision 'int4'; known precisions: fp32, fp16, int8, int8-cpu$"),
+         r"^unknown precision 'int4'; known precisions: " + re.escape(", ".join(PRECISIONS))
+         + "$"),
     # --- TensorRT paths reachable without TensorRT
-    Case("build-static-bundle-with-contradicting-shapes",
-         "build {tmp}/static --precision fp32 --shapes 32x32:64x64:128x128",
-         r"--shapes '32x32:64x64:128x128' contradicts the bundle's static input shape "
-         r"1x3x32x32"),
-    Case("build-bad-shapes", "build {tmp}/bundle --precision fp32 --shapes 64x64:256",
-         r"--shapes '64x64:256': expected MINxMIN:OPTxOPT:MAXxMAX"),
+    Case("build-static-bundle-with-contradicting-sizes",
+         "build {tmp}/static --precision fp32 --min-size 32x32 --max-size 128x128",
+         r"the profile \(min 32x32, opt 720x1280, max 128x128\) contradicts the bundle's "
+         r"static input shape 1x3x32x32"),
+    Case("build-bad-size", "build {tmp}/bundle --precision fp32 --max-size 256",
+         r"gpmask build: argument --max-size: size '256' is not HxW"),
+    Case("build-size-not-a-multiple", "build {tmp}/bundle --precision fp32 --max-size 250x250",
+         r"--max-size 250x250: height and width must be multiples of 4"),
     Case("build-missing-precision", "build {tmp}/bundle --precision int8",
          r"has no int8 graph for rain, raindrop, snow, common; run: gpmask calibrate"),
     # --- cases that already behaved well
@@ -312,15 +317,15 @@ CASES = [
          r"checkpoint .*none.gpmask.safetensors does not exist"),
     Case("export-unknown-weather", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --weathers "
          "rain,hail", r"unknown weather 'hail'; this checkpoint has: rain, raindrop, snow"),
-    Case("export-shape-three-sides", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --shape "
-         "1x3x720", r"bad shape '1x3x720': expected NxCxHxW"),
-    Case("export-shape-one-channel", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --shape "
-         "1x1x32x32", r"bad shape 1x1x32x32: the input is Nx3xHxW \(RGB\)"),
-    Case("export-shape-not-a-multiple", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --shape "
-         "1x3x30x40", r"bad shape 1x3x30x40: height and width must be multiples of 4"),
-    Case("export-fails-midway", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --quiet",
+    Case("export-size-one-side", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --size 720",
+         r"gpmask export: argument --size: size '720' is not HxW"),
+    Case("export-batch-without-size", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --batch 2",
+         r"--batch needs --size"),
+    Case("export-size-not-a-multiple", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --size "
+         "30x40", r"bad shape 1x3x30x40: height and width must be multiples of 4"),
+    Case("export-fails-midway", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --no-progress",
          r"injected failure while verifying the graphs", fail_mid_export),
-    Case("export-interrupted", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --quiet",
+    Case("export-interrupted", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out --no-progress",
          r"^gpmask: interrupted$",
          lambda tmp, mp: interrupt_after(0, "gpmask.export.exporter:verify_graphs", mp),
          code=130),
@@ -363,7 +368,7 @@ CASES = [
     Case("run-output-folder-missing", RUN + " -i {tmp}/clip.avi -o {tmp}/no/such/out.avi",
          r"cannot write .*out.avi: folder .*no/such does not exist"),
     Case("run-unknown-backend", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi --backend onnx",
-         r"unknown backend 'onnx'; choose one of auto, tensorrt"),
+         r"argument --backend: invalid choice: 'onnx' \(choose from 'auto', 'tensorrt'"),
     Case("run-static-bundle-wrong-frame-size",
          "run {tmp}/static --no-progress --weather rain -i {tmp}/clip.avi -o {tmp}/out.avi",
          r"was exported for input 1x3x32x32 only, and these frames make 1x3x24x32"),
@@ -395,11 +400,19 @@ CASES = [
     Case("inspect-damaged-manifest-default-weather", "inspect {tmp}/bundle",
          r"'default_weather' 'fog' is not one of 'weathers'",
          lambda tmp, mp: edit_manifest(tmp / "bundle", default_weather="fog")),
-    Case("calibrate-bad-size", "calibrate {tmp}/bundle --precision int8 --eval-size 30",
-         r"eval size must be a multiple of 4, got 30"),
-    Case("bench-bad-size", "bench {tmp}/bundle --sizes 720 -o {tmp}/b --quiet",
-         r"size '720' is not HEIGHTxWIDTH"),
-    Case("demo-bad-size", "demo -o {tmp}/demo --size 30", r"--size must be a multiple of 4"),
+    Case("calibrate-bad-size", "calibrate {tmp}/bundle --precision int8 --eval-size 30x30",
+         r"--eval-size 30x30: height and width must be multiples of 4"),
+    Case("bench-bad-size", "bench {tmp}/bundle --sizes 720 -o {tmp}/b --no-progress",
+         r"gpmask bench: argument --sizes: size '720' is not HxW"),
+    Case("demo-bad-size", "demo -o {tmp}/demo --size 30", r"argument --size: size '30' is not HxW"),
+    Case("demo-too-small", "demo -o {tmp}/demo --size 30x30",
+         r"the demo needs frames of at least 32x32"),
+    Case("run-output-folder-missing", RUN + " -i {tmp}/clip.avi -o {tmp}/none/out.avi",
+         r"cannot write .*none/out.avi: folder .*none does not exist"),
+    Case("export-output-folder-missing", "export {tmp}/" + CHECKPOINT + " -o {tmp}/none/b",
+         r"cannot write .*none/b: folder .*none does not exist"),
+    Case("bench-output-folder-missing", "bench {tmp}/bundle -o {tmp}/none/b --no-progress",
+         r"cannot write .*none/b: folder .*none does not exist"),
 ]
 
 
@@ -436,8 +449,6 @@ def test_bad_input_ends_in_one_line_and_changes_nothing(
 
 
 def _matches(pattern: str, line: str) -> bool:
-    import re
-
     return re.search(pattern, line) is not None
 
 

@@ -12,10 +12,10 @@ import onnxruntime
 import pytest
 
 from gpmask.bench import run_benchmark
-from gpmask.bench.runner import parse_size
 from gpmask.bench.stats import latency_summary
 from gpmask.errors import GpmaskError
 from gpmask.runtime.backends import tensorrt_available
+from gpmask.sizes import parse_size
 from tests.conftest import make_checkpoint
 
 SIZES = ["32x32", "36x40"]
@@ -147,7 +147,7 @@ def test_bad_input_is_refused(exported, tmp_path) -> None:
     bundle, _ = exported
     with pytest.raises(GpmaskError, match="is not a gpmask bundle"):
         run_benchmark(tmp_path / "missing", progress=False)
-    with pytest.raises(GpmaskError, match="not HEIGHTxWIDTH"):
+    with pytest.raises(GpmaskError, match="is not HxW"):
         parse_size("32by32")
     with pytest.raises(GpmaskError, match="unknown backend 'onnx'"):
         run_benchmark(bundle, backends=["onnx"], sizes=["32x32"], progress=False)
@@ -168,7 +168,7 @@ def test_cli_writes_report_json_markdown_and_plots(exported, tmp_path, capsys) -
     out = tmp_path / "report"
     code = main(["bench", str(bundle), "--backends", "torch,onnxruntime-cpu", "--precisions",
                  "fp32,fp16", "--sizes", "32x32", "--iters", "2", "--warmup", "0",
-                 "--checkpoint", str(checkpoint), "-o", str(out), "--quiet"])
+                 "--checkpoint", str(checkpoint), "-o", str(out), "--no-progress"])
     assert code == 0
     report = json.loads((out / "bench.json").read_text())
     assert [r["label"] for r in report["results"]] == ["torch/fp32", "onnxruntime-cpu/fp32"]

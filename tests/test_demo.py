@@ -144,7 +144,7 @@ def test_demo_on_a_given_bundle_writes_every_output(tmp_path: Path, capsys) -> N
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main(["demo", "-o", str(output), "--bundle", str(bundle), "--frames", "12",
-                     "--size", "64", "--no-progress"])
+                     "--size", "64x64", "--no-progress"])
     assert code == 0
     summary = _check_outputs(output, 12, 64)
     assert summary["bundle"] == str(bundle)
@@ -154,7 +154,7 @@ def test_demo_on_a_given_bundle_writes_every_output(tmp_path: Path, capsys) -> N
     assert "demo exists; pass --force to replace it" in capsys.readouterr().err
     with contextlib.redirect_stdout(io.StringIO()):  # an earlier demo's folder is replaced
         assert main(["demo", "-o", str(output), "--bundle", str(bundle), "--frames", "8",
-                     "--size", "64", "--no-progress", "--force"]) == 0
+                     "--size", "64x64", "--no-progress", "--force"]) == 0
     _check_outputs(output, 8, 64)
 
 

@@ -34,7 +34,7 @@ from tests.conftest import make_checkpoint
 WEATHERS = ("rain", "raindrop", "snow")
 GRAPHS = ("common", *WEATHERS)
 DENSITY = 0.1
-FAST_INT8 = dict(max_psnr_drop=100, synthetic=4, calibration_size=32, eval_size=32)
+FAST_INT8 = dict(max_psnr_drop=100, synthetic=4, calibration_size=(32, 32), eval_size=(32, 32))
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +290,7 @@ def test_unknown_layout_is_refused(checkpoint, tmp_path, capsys) -> None:
     path = tmp_path / "model.gpmask.safetensors"
     checkpoint.save(path)
     assert main(["export", str(path), "-o", str(tmp_path / "d"), "--layout", "dense",
-                 "--quiet", "--no-verify"]) == 0
+                 "--no-progress", "--no-verify"]) == 0
     assert Bundle.open(tmp_path / "d").manifest["layout"] == "dense"
 
 
@@ -299,7 +299,7 @@ def test_precision_graphs_of_both_layouts_give_identical_outputs(bundles, tmp_pa
                                                                  precision: str) -> None:
     """fp16 graphs are compact in a compact bundle, int8 ones dense; either way each
     weather's output equals the dense bundle's, bit for bit."""
-    options = CalibrationOptions(**(FAST_INT8 if "int8" in precision else {"eval_size": 32}))
+    options = CalibrationOptions(**(FAST_INT8 if "int8" in precision else {"eval_size": (32, 32)}))
     roots = {}
     for layout, source in bundles.items():
         roots[layout] = Path(shutil.copytree(source, tmp_path / layout))

@@ -125,7 +125,7 @@ def test_force_replaces_and_cli_prints_the_summary(tmp_path: Path, checkpoint_pa
         {"format_version": 1, "weathers": ["rain"], "graphs": {}}))
     (target / "rain.onnx").write_text("old")
     code = export_main([str(checkpoint_path), "-o", str(target), "--weathers", "snow",
-                        "--force", "--quiet"])
+                        "--force", "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out
     assert "weathers      snow (default snow)" in out
@@ -140,8 +140,8 @@ def test_force_replaces_and_cli_prints_the_summary(tmp_path: Path, checkpoint_pa
         (["--weathers", "rain,hail"], "unknown weather 'hail'; this checkpoint has: rain, "
                                       "raindrop, snow"),
         (["--weathers", ","], "no weathers selected"),
-        (["--shape", "1x3x720"], "bad shape '1x3x720': expected NxCxHxW"),
-        (["--shape", "1x1x32x32"], "bad shape 1x1x32x32: the input is Nx3xHxW (RGB)"),
+        (["--size", "720"], "gpmask export: argument --size: size '720' is not HxW"),
+        (["--size", "30x32"], "bad shape 1x3x30x32: height and width must be multiples of 4"),
     ],
 )
 def test_cli_bad_input_is_one_line(tmp_path: Path, checkpoint_path, capsys, extra, message) -> None:
@@ -162,6 +162,6 @@ def test_console_script_help() -> None:
     result = subprocess.run(["gpmask-export", "--help"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    for option in ("-o BUNDLE", "--weathers LIST", "--shape NxCxHxW", "--no-verify", "--force"):
+    for option in ("-o BUNDLE", "--weathers LIST", "--size HxW", "--no-verify", "--force"):
         assert option in result.stdout
     assert "usage: gpmask export" in result.stdout

@@ -20,7 +20,7 @@ from gpmask.export.compact import fold_rebuild
 from gpmask.fileio import sha256_file
 from tests.conftest import make_checkpoint
 
-SMALL = CalibrationOptions(eval_size=32)
+SMALL = CalibrationOptions(eval_size=(32, 32))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_fp16_weights_are_shared_and_half_size(bundle_dir: Path) -> None:
 
 def test_fp16_io_option_makes_half_inputs(bundle_dir: Path) -> None:
     assert main(["calibrate", str(bundle_dir), "--precision", "fp16", "--fp16-io",
-                 "--eval-size", "32"]) == 0
+                 "--eval-size", "32x32"]) == 0
     path = Bundle.open(bundle_dir).graph_path("snow", "fp16")
     assert _io_types(onnx.load(path)) == {TensorProto.FLOAT16}
     out = ort.InferenceSession(str(path)).run(None, {"image": np.zeros((1, 3, 32, 32), np.float16)})

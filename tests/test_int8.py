@@ -25,7 +25,7 @@ from gpmask.errors import GpmaskError
 from gpmask.fileio import sha256_file
 from tests.conftest import make_checkpoint
 
-FAST = dict(synthetic=4, calibration_size=32, eval_size=32)
+FAST = dict(synthetic=4, calibration_size=(32, 32), eval_size=(32, 32))
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,7 @@ def test_each_weather_is_calibrated_on_its_own_frames(bundle_dir: Path, tmp_path
             image = (rng.random((32, 32, 3)) * peak * 255).astype(np.uint8)
             cv2.imwrite(str(data / weather / f"{index}.png"), image)
     calibrate_bundle(bundle_dir, "int8", CalibrationOptions(
-        data_dir=str(data), max_psnr_drop=100, calibration_size=32, eval_size=32))
+        data_dir=str(data), max_psnr_drop=100, calibration_size=(32, 32), eval_size=(32, 32)))
     bundle = Bundle.open(bundle_dir)
     scales = {w: _input_scale(_load(bundle, w, "int8")) for w in brightness}
     # The input's scale is its range over the weather's frames / 127.
@@ -278,7 +278,7 @@ def test_second_run_reuses_the_cached_calibration(bundle_dir: Path) -> None:
     cpu = calibrate_bundle(bundle_dir, "int8-cpu", options)
     assert not any(entry["calibrated_now"] for entry in cpu.values())
     changed = calibrate_bundle(bundle_dir, "int8", CalibrationOptions(
-        max_psnr_drop=100, synthetic=5, calibration_size=32, eval_size=32))
+        max_psnr_drop=100, synthetic=5, calibration_size=(32, 32), eval_size=(32, 32)))
     assert all(entry["calibrated_now"] for entry in changed.values())
 
 
@@ -289,7 +289,7 @@ def test_bad_input_is_refused(bundle_dir: Path, tmp_path: Path, capsys) -> None:
         calibrate_bundle(bundle_dir, "int8", CalibrationOptions(max_psnr_drop=-1))
     with pytest.raises(GpmaskError, match="calibration folder .*rain does not exist"):
         calibrate_bundle(bundle_dir, "int8", CalibrationOptions(data_dir=str(tmp_path), **FAST))
-    assert main(["calibrate", str(bundle_dir), "--precision", "int8", "--eval-size", "30"]) == 2
+    assert main(["calibrate", str(bundle_dir), "--precision", "int8", "--eval-size", "30x30"]) == 2
     assert "eval size must be a multiple of 4" in capsys.readouterr().err
     assert "int8" not in Bundle.open(bundle_dir).manifest["graphs"]["rain"]
 

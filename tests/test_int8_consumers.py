@@ -37,7 +37,7 @@ from tests.conftest import make_checkpoint
 
 ov = pytest.importorskip("openvino", reason="OpenVINO publishes no wheel for this platform")
 
-FAST = dict(synthetic=4, calibration_size=32, eval_size=32)
+FAST = dict(synthetic=4, calibration_size=(32, 32), eval_size=(32, 32))
 #: x86 CPUs whose int8 dot products accumulate in int32 directly (no int16 saturation).
 VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 

@@ -191,7 +191,7 @@ def test_cpu_int8_graphs_run_close_to_fp32(bundle_dir, tmp_path, precision):
 
     copy = Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
     calibrate_bundle(copy, precision, CalibrationOptions(
-        max_psnr_drop=100, synthetic=4, calibration_size=32, eval_size=32))
+        max_psnr_drop=100, synthetic=4, calibration_size=(32, 32), eval_size=(32, 32)))
     with Restorer(copy, backend="openvino", precision=precision) as quantized:
         frame = RNG.random((32, 32, 3), dtype=np.float32)
         restored = quantized.restore(frame, "rain")

@@ -178,7 +178,7 @@ def routed_bundle(tmp_path_factory) -> tuple[Path, str]:
     _bundle(folder)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["train-router", str(folder), "--steps", "60", "--input-size", "64",
+        code = main(["train-router", str(folder), "--steps", "60", "--input-size", "64x64",
                      "--no-progress"])
     assert code == 0
     return folder, printed.getvalue()

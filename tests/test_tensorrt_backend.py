@@ -137,10 +137,10 @@ def engines(exported, tmp_path_factory) -> Path:
     """A copy of the bundle with fp32 engines for frames from 32x32 to 64x64."""
     import shutil
 
-    from gpmask.export.tensorrt_build import build_bundle_engines
+    from gpmask.export.tensorrt_build import ShapeRange, build_bundle_engines
 
     root = Path(shutil.copytree(exported, tmp_path_factory.mktemp("engines") / "bundle"))
-    build_bundle_engines(root, "fp32", shapes="32x32:40x52:64x64")
+    build_bundle_engines(root, "fp32", ShapeRange((32, 32), (40, 52), (64, 64)))
     return root
 
 
@@ -189,7 +189,7 @@ def test_frame_outside_the_profile_is_refused_and_the_next_one_runs(engines):
     rng = np.random.default_rng(3)
     with Restorer(engines, backend="tensorrt") as restorer:
         with pytest.raises(GpmaskError, match=r"the rain engine does not accept input shape "
-                                              r"\(1, 3, 100, 100\) .*`gpmask build --shapes`"):
+                                              r"\(1, 3, 100, 100\) .*`gpmask build --min-size"):
             restorer.restore(rng.random((100, 100, 3), dtype=np.float32), "rain")
         restored = restorer.restore(rng.random((40, 40, 3), dtype=np.float32), "rain")
         assert restored.shape == (40, 40, 3) and np.isfinite(restored).all()

@@ -15,7 +15,7 @@ from gpmask.cli import main
 from gpmask.errors import GpmaskError
 from gpmask.export.tensorrt_build import (
     BUILD_PRECISIONS,
-    DEFAULT_SHAPES,
+    DEFAULT_PROFILE,
     ShapeRange,
     build_bundle_engines,
     profile_shapes,
@@ -26,8 +26,10 @@ from gpmask.fileio import sha256_file
 from tests.conftest import TENSORRT_SKIP_REASON, make_checkpoint, needs_tensorrt
 
 #: Calibration settings that keep a test's calibration to seconds.
-FAST = CalibrationOptions(max_psnr_drop=100, synthetic=4, calibration_size=32, eval_size=32)
+FAST = CalibrationOptions(max_psnr_drop=100, synthetic=4, calibration_size=(32, 32),
+                          eval_size=(32, 32))
 DYNAMIC = {"name": "image", "shape": [None, 3, None, None]}
+SMALL_PROFILE = ShapeRange((32, 32), (64, 64), (128, 128))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def test_export_with_engine_refuses_before_exporting(tmp_path: Path, capsys) -> 
     checkpoint = tmp_path / "model.gpmask.safetensors"
     make_checkpoint().save(checkpoint)
     code = main(["export", str(checkpoint), "-o", str(tmp_path / "bundle"), "--engine",
-                 "--precision", "fp16", "--quiet"])
+                 "--precision", "fp16", "--no-progress"])
     assert code == 2
     assert "no file was written" in capsys.readouterr().err
     assert not (tmp_path / "bundle").exists()
@@ -77,14 +79,14 @@ def test_build_precisions_are_known_precisions() -> None:
     assert set(BUILD_PRECISIONS) <= set(PRECISIONS)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("64x64:256", "expected MINxMIN:OPTxOPT:MAXxMAX"),
-    ("64x64:256x256:130x1280", "positive multiple of 4"),
-    ("64x64:512x512:256x256", "min <= opt <= max"),
+@pytest.mark.parametrize("profile, message", [
+    (ShapeRange((64, 64), (256, 256), (130, 1280)), "--max-size 130x1280: height and width must "
+                                                    "be multiples of 4"),
+    (ShapeRange((64, 64), (512, 512), (256, 256)), "need min <= opt <= max"),
 ])
-def test_bad_shapes_are_refused(text: str, message: str) -> None:
+def test_bad_profiles_are_refused(profile: ShapeRange, message: str) -> None:
     with pytest.raises(GpmaskError, match=message):
-        ShapeRange.parse(text, 4)
+        profile.check(4)
 
 
 def test_timing_caches_are_kept_apart_by_tensorrt_version_and_gpu_model() -> None:
@@ -98,16 +100,17 @@ def test_timing_caches_are_kept_apart_by_tensorrt_version_and_gpu_model() -> Non
         "engines/timing.trt10.3.0.sm87.unknown-gpu.cache"
 
 
-def test_shapes_parse_height_by_width() -> None:
-    shapes = ShapeRange.parse("64x96:720x1280:1080x1920", 4)
+def test_profiles_are_height_by_width() -> None:
+    shapes = ShapeRange((64, 96), (720, 1280), (1080, 1920))
     assert shapes.to_dict() == {"min": [64, 96], "opt": [720, 1280], "max": [1080, 1920],
                                 "batch": 1}
-    assert str(shapes) == "64x96:720x1280:1080x1920"
+    assert str(shapes) == "min 64x96, opt 720x1280, max 1080x1920"
 
 
-def test_dynamic_bundle_profile_comes_from_shapes() -> None:
-    assert profile_shapes(DYNAMIC, None, 4) == ShapeRange.parse(DEFAULT_SHAPES, 4)
-    assert profile_shapes(DYNAMIC, "32x32:64x64:128x128", 4).max == (128, 128)
+def test_dynamic_bundle_profile_comes_from_the_sizes_asked() -> None:
+    assert profile_shapes(DYNAMIC, None, 4) == DEFAULT_PROFILE
+    assert profile_shapes(DYNAMIC, ShapeRange((32, 32), (64, 64), (128, 128)), 4).max == \
+        (128, 128)
 
 
 def test_static_bundle_profile_is_its_shape() -> None:
@@ -115,23 +118,37 @@ def test_static_bundle_profile_is_its_shape() -> None:
     profile = profile_shapes(static, None, 4)
     assert profile.to_dict() == {"min": [720, 1280], "opt": [720, 1280], "max": [720, 1280],
                                  "batch": 2}
-    assert profile_shapes(static, "720x1280:720x1280:720x1280", 4) == profile
+    assert profile_shapes(static, ShapeRange.fixed(720, 1280), 4) == profile
 
 
-@pytest.mark.parametrize("shapes", [DEFAULT_SHAPES, "720x1280:720x1280:1080x1920"])
-def test_static_bundle_refuses_shapes_that_contradict_it(shapes: str) -> None:
+@pytest.mark.parametrize("profile", [DEFAULT_PROFILE,
+                                     ShapeRange((720, 1280), (720, 1280), (1080, 1920))])
+def test_static_bundle_refuses_sizes_that_contradict_it(profile: ShapeRange) -> None:
     static = {"name": "image", "shape": [1, 3, 720, 1280]}
     with pytest.raises(GpmaskError) as caught:
-        profile_shapes(static, shapes, 4)
+        profile_shapes(static, profile, 4)
     assert str(caught.value) == (
-        f"--shapes {shapes!r} contradicts the bundle's static input shape 1x3x720x1280: its "
-        f"graphs accept 720x1280 only; leave --shapes out (or give "
-        f"720x1280:720x1280:720x1280), or export without --shape for a range")
+        f"the profile ({profile}) contradicts the bundle's static input shape 1x3x720x1280: "
+        f"its graphs accept 720x1280 only; leave --min-size, --opt-size and --max-size out, "
+        f"or export without --size for a range")
+
+
+def test_build_reads_its_profile_from_the_three_size_options(monkeypatch) -> None:
+    """Sizes not given keep their defaults; none given leaves the profile to the bundle."""
+    import gpmask.export.tensorrt_build as tensorrt_build
+
+    asked = []
+    monkeypatch.setattr(tensorrt_build, "build_bundle_engines",
+                        lambda root, precision, shapes, *rest, **options: asked.append(shapes)
+                        or [])
+    assert main(["build", "b", "--max-size", "1440x2560", "--no-progress"]) == 0
+    assert main(["build", "b", "--no-progress"]) == 0
+    assert asked == [ShapeRange((64, 64), (720, 1280), (1440, 2560)), None]
 
 
 # ----------------------------------------------------------------- real engines
-def _engine_bundle(exported: Path, tmp_path: Path, precision: str, shapes: str | None,
-                   ) -> tuple[Path, list[str]]:
+def _engine_bundle(exported: Path, tmp_path: Path, precision: str,
+                   shapes: ShapeRange | None) -> tuple[Path, list[str]]:
     from gpmask.calibration.pipeline import calibrate_bundle
 
     root = Path(shutil.copytree(exported, tmp_path / "bundle"))
@@ -165,7 +182,7 @@ def _assert_engines_recorded(root: Path, precision: str, written: list[str],
 @needs_tensorrt
 @pytest.mark.tensorrt
 def test_fp32_engines_are_built_and_recorded(exported: Path, tmp_path: Path) -> None:
-    root, written = _engine_bundle(exported, tmp_path, "fp32", "32x32:64x64:128x128")
+    root, written = _engine_bundle(exported, tmp_path, "fp32", SMALL_PROFILE)
     _assert_engines_recorded(root, "fp32", written, {"min": [32, 32], "opt": [64, 64],
                                                      "max": [128, 128], "batch": 1})
 
@@ -183,7 +200,7 @@ def test_calibrated_engines_are_built_and_match_their_graphs(
     from gpmask.metrics import psnr
     from gpmask.runtime import Restorer
 
-    root, written = _engine_bundle(exported, tmp_path, precision, "32x32:64x64:128x128")
+    root, written = _engine_bundle(exported, tmp_path, precision, SMALL_PROFILE)
     _assert_engines_recorded(root, precision, written, {"min": [32, 32], "opt": [64, 64],
                                                         "max": [128, 128], "batch": 1})
     frame = np.random.default_rng(0).random((37, 50, 3), dtype=np.float32)
@@ -204,7 +221,7 @@ def test_static_shape_bundle_builds_with_its_shape(tmp_path: Path) -> None:
     root = tmp_path / "static"
     export_bundle(make_checkpoint(), root, static_shape=(1, 3, 32, 48), verify=False,
                   progress=False)
-    written = build_bundle_engines(root, "fp32")  # no --shapes: the bundle's own shape
+    written = build_bundle_engines(root, "fp32")  # no sizes given: the bundle's own shape
     _assert_engines_recorded(root, "fp32", written, {"min": [32, 48], "opt": [32, 48],
                                                      "max": [32, 48], "batch": 1})
     frame = np.random.default_rng(1).random((32, 48, 3), dtype=np.float32)

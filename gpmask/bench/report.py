@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gpmask.errors import GpmaskError
-from gpmask.fileio import write_text_atomic
+from gpmask.fileio import check_folder_output, write_text_atomic
 
 COLUMNS = ("backend", "precision", "size", "p50 ms", "p90 ms", "p99 ms", "mean ms", "FPS",
            "x torch", "switch x", "GFLOP/s", "of peak", "of limit", "PSNR dB")
@@ -106,8 +106,9 @@ def write_report(report: dict[str, Any], folder: str | os.PathLike) -> list[Path
     from gpmask.bench.plots import write_plots
 
     folder = Path(folder)
+    check_folder_output(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(exist_ok=True)
     except OSError as exc:
         raise GpmaskError(f"cannot write into {folder}: {exc.strerror or exc}") from exc
     write_text_atomic(folder / "bench.json", json.dumps(report, indent=2) + "\n")

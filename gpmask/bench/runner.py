@@ -49,6 +49,7 @@ from gpmask.metrics import psnr
 from gpmask.runtime.backends.onnxruntime import SessionSettings
 from gpmask.runtime.backends.openvino import CompileSettings
 from gpmask.runtime.frames import padded_size
+from gpmask.sizes import format_size, parse_size
 
 #: Version of the ``bench.json`` layout.
 REPORT_SCHEMA = 1
@@ -59,15 +60,6 @@ DEFAULT_PRECISIONS = PRECISIONS
 #: run in bf16), so never the quality reference.
 INEXACT_REFERENCES = ("openvino-default",)
 DEFAULT_SIZES = ("256x256", "480x854", "720x1280")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``HEIGHTxWIDTH`` -> (height, width); anything else is refused."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise GpmaskError(f"size {text!r} is not HEIGHTxWIDTH with positive integers "
-                          f"(e.g. 720x1280)")
-    return int(parts[0]), int(parts[1])
 
 
 def run_benchmark(
@@ -85,7 +77,7 @@ def run_benchmark(
     Args:
         backends: names from :data:`gpmask.bench.targets.BENCH_BACKENDS`.
         precisions: graph (or engine) precisions; those the bundle lacks are skipped.
-        sizes: ``HEIGHTxWIDTH`` frame sizes, batch 1.
+        sizes: ``HxW`` frame sizes (:mod:`gpmask.sizes`), batch 1.
         iters, warmup: recorded and unrecorded runs per size and target.
         checkpoint: the checkpoint the bundle was exported from, for torch eager
             (default: the shipped demo when the manifest records it).
@@ -93,7 +85,7 @@ def run_benchmark(
     """
     if iters < 1 or warmup < 0:
         raise GpmaskError(f"--iters must be >= 1 and --warmup >= 0 (got {iters}, {warmup})")
-    parsed = {size: parse_size(size) for size in sizes}
+    parsed = {format_size(parse_size(size)): parse_size(size) for size in sizes}
     for precision in precisions:
         check_precision(precision, "--precisions")
     opened = Bundle.open(bundle)
@@ -138,7 +130,7 @@ def run_benchmark(
         "bundle": {"path": str(opened.root), "weathers": opened.weathers,
                    "keep_weather": opened.default_weather, "checkpoint": source_name},
         "settings": {"backends": list(backends), "precisions": list(precisions),
-                     "sizes": list(sizes), "iters": iters, "warmup": warmup, "batch": 1,
+                     "sizes": list(parsed), "iters": iters, "warmup": warmup, "batch": 1,
                      "threads": threads, "onnxruntime_session": settings.describe(),
                      "openvino_compile": CompileSettings().describe()},
         "machine": {**describe_machine(threads), "matmul_peak_gflops": peaks,

@@ -69,11 +69,12 @@ class _Trial:
         return graph, score(outputs, self.fp32_outputs, self.frames)
 
 
-def layer_sensitivity(trial: _Trial, candidates: list[str]) -> list[tuple[str, float]]:
+def layer_sensitivity(trial: _Trial, candidates: list[str],
+                      progress: bool = True) -> list[tuple[str, float]]:
     """``(node, PSNR vs fp32 with only that node quantized)``, most sensitive first."""
     ranking = []
     for node in tqdm(candidates, desc=f"{trial.scheme.precision} sensitivity", unit="layer",
-                     leave=False):
+                     leave=False, disable=not progress):
         _, scores = trial.run([other for other in candidates if other != node])
         ranking.append((node, scores.psnr_vs_fp32))
     return sorted(ranking, key=lambda item: item[1])
@@ -85,6 +86,7 @@ def fit_budget(
     frames: Frames,
     fp32_outputs: list[np.ndarray],
     max_drop: float,
+    progress: bool = True,
 ) -> BudgetResult:
     """Quantize ``calibration.graph`` with as few fp32 layers as the budget allows.
 
@@ -99,7 +101,7 @@ def fit_budget(
         graph, first = trial.run([])
         tried = {0: (graph, first)}
         if first.drop > max_drop and candidates:
-            ranking = [node for node, _ in layer_sensitivity(trial, candidates)]
+            ranking = [node for node, _ in layer_sensitivity(trial, candidates, progress)]
 
             def attempt(count: int) -> float:
                 if count not in tried:

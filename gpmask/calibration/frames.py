@@ -22,6 +22,7 @@ import numpy as np
 
 from gpmask.bundle import COMMON
 from gpmask.errors import GpmaskError
+from gpmask.sizes import Size, format_size
 
 #: Seeds of held-out renders start here, far from calibration seeds, so the two never
 #: share a random weather even when they share nothing else.
@@ -69,23 +70,25 @@ def _weathers_of(weather: str, bundle_weathers: list[str]) -> list[str]:
 
 
 def _crops(
-    images: list[np.ndarray], count: int, size: int, rng: np.random.Generator
+    images: list[np.ndarray], count: int, size: Size, rng: np.random.Generator
 ) -> list[np.ndarray]:
-    """``count`` random ``size`` x ``size`` crops, cycling through ``images``."""
+    """``count`` random crops of ``size`` (height, width), cycling through ``images``."""
     crops = []
     for index in range(count):
         image = images[index % len(images)]
         height, width = image.shape[:2]
-        if height < size or width < size:
-            raise GpmaskError(f"frame size {size} exceeds an image of {width}x{height}")
-        top = int(rng.integers(0, height - size + 1))
-        left = int(rng.integers(0, width - size + 1))
-        crops.append(image[top : top + size, left : left + size])
+        crop_h, crop_w = size
+        if height < crop_h or width < crop_w:
+            raise GpmaskError(f"frame size {format_size(size)} exceeds an image of "
+                              f"{height}x{width}")
+        top = int(rng.integers(0, height - crop_h + 1))
+        left = int(rng.integers(0, width - crop_w + 1))
+        crops.append(image[top : top + crop_h, left : left + crop_w])
     return crops
 
 
 def synthetic_calibration_frames(
-    weather: str, bundle_weathers: list[str], count: int, size: int, seed: int = 0
+    weather: str, bundle_weathers: list[str], count: int, size: Size, seed: int = 0
 ) -> Frames:
     """``count`` crops of the training sample images, rendered with ``weather``."""
     from gpmask.data.clean import sample_images
@@ -97,16 +100,17 @@ def synthetic_calibration_frames(
     clean = _crops(sample_images("train"), count, size, rng)
     kinds = _weathers_of(weather, bundle_weathers)
     degraded = [degrade(c, kinds[i % len(kinds)], seed=seed + i) for i, c in enumerate(clean)]
-    return Frames(degraded, clean, f"synthetic train images, {count} crops of {size}px")
+    return Frames(degraded, clean,
+                  f"synthetic train images, {count} crops of {format_size(size)}")
 
 
 def folder_calibration_frames(
-    weather: str, bundle_weathers: list[str], data_dir: str | os.PathLike, size: int
+    weather: str, bundle_weathers: list[str], data_dir: str | os.PathLike, size: Size
 ) -> Frames:
     """The images of ``data_dir/<weather>`` (every weather's folder for ``common``).
 
-    Each image is centre-cropped to a multiple of ``size``'s alignment (at most
-    ``size`` x ``size``) so calibration runs at the size it will be judged at.
+    Each image is centre-cropped to at most ``size`` (height, width), its sides cut to
+    multiples of 4, so calibration runs at the size it will be judged at.
     """
     from gpmask.data.clean import load_image_folder
 
@@ -122,17 +126,17 @@ def folder_calibration_frames(
     return Frames(frames, None, f"folder {data_dir}, {len(frames)} images")
 
 
-def _centre_crop(image: np.ndarray, size: int, multiple: int = 4) -> np.ndarray:
+def _centre_crop(image: np.ndarray, size: Size, multiple: int = 4) -> np.ndarray:
     height, width = image.shape[:2]
-    crop_h = min(size, height) // multiple * multiple
-    crop_w = min(size, width) // multiple * multiple
+    crop_h = min(size[0], height) // multiple * multiple
+    crop_w = min(size[1], width) // multiple * multiple
     if crop_h == 0 or crop_w == 0:
         raise GpmaskError(f"image of {width}x{height} is smaller than {multiple}x{multiple}")
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
     return np.ascontiguousarray(image[top : top + crop_h, left : left + crop_w])
 
 
-def heldout_frames(weather: str, bundle_weathers: list[str], size: int) -> Frames:
+def heldout_frames(weather: str, bundle_weathers: list[str], size: Size) -> Frames:
     """The held-out sample images, centre crops of ``size``, rendered with ``weather``.
 
     Weathers the synthetic generator does not know cannot be judged against ground
@@ -152,4 +156,5 @@ def heldout_frames(weather: str, bundle_weathers: list[str], size: int) -> Frame
     degraded = [
         degrade(c, kinds[i % len(kinds)], seed=HELDOUT_SEED_BASE + i) for i, c in enumerate(clean)
     ]
-    return Frames(degraded, clean, f"synthetic held-out images, {len(clean)} crops of {size}px")
+    return Frames(degraded, clean,
+                  f"synthetic held-out images, {len(clean)} crops of {format_size(size)}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gpmask.calibration.int8 import METHODS
 from gpmask.errors import GpmaskError
+from gpmask.sizes import Size, check_multiple
 
 
 @dataclass
@@ -16,10 +17,13 @@ class CalibrationOptions:
     synthetic: int = 32
     method: str = "minmax"
     max_psnr_drop: float = 0.3
-    calibration_size: int = 128
-    eval_size: int = 256
+    #: (height, width) of calibration crops and of held-out evaluation crops.
+    calibration_size: Size = (128, 128)
+    eval_size: Size = (256, 256)
     fp16_io: bool = False
     seed: int = 0
+    #: show progress bars on stderr
+    progress: bool = True
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -28,6 +32,4 @@ class CalibrationOptions:
         if not self.max_psnr_drop >= 0:
             raise GpmaskError(f"--max-psnr-drop must be >= 0 dB, got {self.max_psnr_drop}")
         for name in ("calibration_size", "eval_size"):
-            value = getattr(self, name)
-            if value < 4 or value % 4:
-                raise GpmaskError(f"{name.replace('_', ' ')} must be a multiple of 4, got {value}")
+            check_multiple(getattr(self, name), 4, f"--{name.replace('_', '-')}")

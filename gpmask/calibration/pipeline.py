@@ -44,6 +44,7 @@ from gpmask.calibration.report import update_report
 from gpmask.calibration.rewrites import apply_rewrites
 from gpmask.errors import GpmaskError
 from gpmask.export.compact import fold_rebuild
+from gpmask.sizes import format_size
 
 #: The precisions calibration makes (each one of gpmask.bundle.PRECISIONS).
 PRECISIONS = ("fp16", *SCHEMES)
@@ -80,7 +81,7 @@ def _reference(bundle: Bundle, weather: str, options: CalibrationOptions):
 def _fp16(bundle: Bundle, weathers: list[str], options: CalibrationOptions):
     entries, models = {}, {}
     settings = {"fp16_io": options.fp16_io, "fp32_ops": list(FP32_OPS)}
-    for weather in tqdm(weathers, desc="fp16", unit="graph"):
+    for weather in tqdm(weathers, desc="fp16", unit="graph", disable=not options.progress):
         models[weather] = convert_graph(dense_graph(bundle, weather), options.fp16_io)
         frames, fp32_outputs = _reference(bundle, weather, options)
         outputs = run_frames(cpu_session(models[weather].SerializeToString()), frames)
@@ -146,7 +147,7 @@ def _graph_to_quantize(
 def _int8(bundle: Bundle, weathers: list[str], precision: str, options: CalibrationOptions):
     scheme = SCHEMES[precision]
     entries, models = {}, {}
-    for weather in tqdm(weathers, desc=precision, unit="graph"):
+    for weather in tqdm(weathers, desc=precision, unit="graph", disable=not options.progress):
         frames, fp32_outputs = _reference(bundle, weather, options)
         with _graph_to_quantize(bundle, weather, scheme) as (graph, digest):
             calibration = Calibration(
@@ -157,7 +158,7 @@ def _int8(bundle: Bundle, weathers: list[str], precision: str, options: Calibrat
                 cache_folder=bundle.root / CACHE_FOLDER,
             )
             result = fit_budget(calibration, scheme, frames, fp32_outputs,
-                                options.max_psnr_drop)
+                                options.max_psnr_drop, options.progress)
         if not result.fits:
             warnings.warn(
                 f"{weather} {precision}: PSNR drop {result.scores.drop:.3f} dB exceeds the "
@@ -180,7 +181,7 @@ def _int8(bundle: Bundle, weathers: list[str], precision: str, options: Calibrat
             "calibrated_now": calibration.reader.fed > 0,
             "heldout": frames.source,
             "settings": {**calibration.settings(), "scheme": asdict(scheme),
-                         "calibration_size": options.calibration_size,
-                         "eval_size": options.eval_size},
+                         "calibration_size": format_size(options.calibration_size),
+                         "eval_size": format_size(options.eval_size)},
         }
     return entries, models

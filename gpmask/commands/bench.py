@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 
+from gpmask.commands.options import add_no_progress
+from gpmask.sizes import format_size, parse_size, sizes_argument
+
 
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -28,15 +31,18 @@ def _names(text: str) -> list[str]:
 def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.bench.runner import DEFAULT_BACKENDS, DEFAULT_PRECISIONS, DEFAULT_SIZES
     from gpmask.bench.targets import BENCH_BACKENDS
+    from gpmask.bundle import PRECISIONS
 
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
     parser.add_argument("--backends", type=_names, default=list(DEFAULT_BACKENDS),
                         metavar="LIST", help=f"from {','.join(BENCH_BACKENDS)}; default "
                                              f"{','.join(DEFAULT_BACKENDS)}")
     parser.add_argument("--precisions", type=_names, default=list(DEFAULT_PRECISIONS),
-                        metavar="LIST", help=f"default {','.join(DEFAULT_PRECISIONS)}")
-    parser.add_argument("--sizes", type=_names, default=list(DEFAULT_SIZES), metavar="LIST",
-                        help=f"HEIGHTxWIDTH frame sizes, default {','.join(DEFAULT_SIZES)}")
+                        metavar="LIST", help=f"from {','.join(PRECISIONS)}; default "
+                                             f"{','.join(DEFAULT_PRECISIONS)}")
+    parser.add_argument("--sizes", type=sizes_argument, metavar="HxW,...",
+                        default=[parse_size(size) for size in DEFAULT_SIZES],
+                        help=f"frame sizes (default {','.join(DEFAULT_SIZES)})")
     parser.add_argument("--iters", type=int, default=20, help="timed runs per size (default 20)")
     parser.add_argument("--warmup", type=int, default=3,
                         help="untimed runs before them (default 3)")
@@ -45,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default: the shipped demo when the manifest records it)")
     parser.add_argument("-o", "--output", default="bench-report", metavar="DIR",
                         help="folder for bench.json, bench.md and plots (default bench-report)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     check_folder_output(args.output)
 
     report = run_benchmark(args.bundle, backends=args.backends, precisions=args.precisions,
-                           sizes=args.sizes, iters=args.iters, warmup=args.warmup,
-                           checkpoint=args.checkpoint, progress=not args.quiet)
+                           sizes=[format_size(size) for size in args.sizes], iters=args.iters,
+                           warmup=args.warmup, checkpoint=args.checkpoint,
+                           progress=not args.no_progress)
     paths = write_report(report, args.output)
     print(markdown(report), end="")
     print("wrote " + ", ".join(str(path) for path in paths))

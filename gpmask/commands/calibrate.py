@@ -22,18 +22,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gpmask.commands.options import add_no_progress
+from gpmask.sizes import format_size, size_argument
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.calibration.int8 import METHODS, SCHEMES
 
     defaults = _defaults()
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
-    parser.add_argument("--precision", required=True, choices=("fp16", *SCHEMES))
+    parser.add_argument("--precision", required=True, choices=("fp16", *SCHEMES),
+                        help=f"the graphs to add: {', '.join(('fp16', *SCHEMES))} (required)")
     parser.add_argument("--fp16-io", action="store_true",
-                        help="fp16: make graph inputs and outputs float16 too")
+                        help="fp16: make graph inputs and outputs float16 too (default "
+                             "float32)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", metavar="DIR",
-                        help="calibration images, one subfolder per weather (DIR/rain/...)")
+                        help="calibration images, one subfolder per weather (DIR/rain/...) "
+                             "(default: synthetic frames)")
     source.add_argument("--synthetic", metavar="N", type=int, default=defaults.synthetic,
                         help="calibrate on N synthetic frames per weather "
                              f"(default {defaults.synthetic})")
@@ -42,11 +48,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-psnr-drop", type=float, default=defaults.max_psnr_drop,
                         metavar="DB", help="int8 quality budget on held-out frames "
                         f"(default {defaults.max_psnr_drop} dB)")
-    parser.add_argument("--calibration-size", type=int, default=defaults.calibration_size,
-                        metavar="PX", help="side of calibration crops "
-                        f"(default {defaults.calibration_size})")
-    parser.add_argument("--eval-size", type=int, default=defaults.eval_size, metavar="PX",
-                        help=f"side of held-out evaluation crops (default {defaults.eval_size})")
+    parser.add_argument("--calibration-size", type=size_argument,
+                        default=defaults.calibration_size, metavar="HxW",
+                        help="size of the calibration crops "
+                             f"(default {format_size(defaults.calibration_size)})")
+    parser.add_argument("--eval-size", type=size_argument, default=defaults.eval_size,
+                        metavar="HxW", help="size of the held-out evaluation crops "
+                        f"(default {format_size(defaults.eval_size)})")
+    add_no_progress(parser)
 
 
 def _defaults():
@@ -62,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     options = CalibrationOptions(
         data_dir=args.data, synthetic=args.synthetic, method=args.method,
         max_psnr_drop=args.max_psnr_drop, calibration_size=args.calibration_size,
-        eval_size=args.eval_size, fp16_io=args.fp16_io,
+        eval_size=args.eval_size, fp16_io=args.fp16_io, progress=not args.no_progress,
     )
     entries = calibrate_bundle(args.bundle, args.precision, options)
     for weather, entry in entries.items():

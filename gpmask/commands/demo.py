@@ -17,17 +17,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gpmask.commands.options import add_backend, add_no_progress
+from gpmask.sizes import format_size, size_argument
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", default="gpmask-demo", help="output folder")
-    parser.add_argument("--bundle", help="bundle with a router (default: export the demo model)")
+    parser.add_argument("-o", "--output", default="gpmask-demo",
+                        help="output folder (default gpmask-demo)")
+    parser.add_argument("--bundle",
+                        help="bundle with a router (default: export the shipped demo model)")
     parser.add_argument("--frames", type=int, default=96, help="clip length (default 96)")
-    parser.add_argument("--size", type=int, default=192, help="frame side in pixels (default 192)")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
+    parser.add_argument("--size", type=size_argument, default=(192, 192), metavar="HxW",
+                        help="frame size (default 192x192)")
+    add_backend(parser)
     parser.add_argument("--force", action="store_true",
                         help="replace an existing output folder (only an earlier demo's "
                              "output or an empty folder)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from gpmask.fileio import atomic_directory, check_outputs
     from gpmask.runtime.demo import DEMO_FOLDER, format_table, is_demo_output, run_demo
 
-    if args.size < 32 or args.size % 4:
-        raise GpmaskError(f"--size must be a multiple of 4 and at least 32, got {args.size}")
+    if min(args.size) < 32:
+        raise GpmaskError(f"--size {format_size(args.size)}: the demo needs frames of at "
+                          f"least 32x32")
     output = Path(args.output)
     check_outputs([output], [args.bundle])
     progress = not args.no_progress

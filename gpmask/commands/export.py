@@ -11,7 +11,7 @@ operators, which ONNX Runtime folds when it loads the graph. Also installed as
 examples:
   gpmask export demo -o bundle/
   gpmask export model.gpmask.safetensors -o bundle/ --weathers rain,snow
-  gpmask export demo -o bundle-720p/ --shape 1x3x720x1280 --force
+  gpmask export demo -o bundle-720p/ --size 720x1280 --force   # static 1x3x720x1280
   gpmask export demo -o bundle-dense/ --layout dense   # full weights in every graph
   gpmask-export demo -o bundle/ --engine --precision fp16   # + calibrate + TensorRT build
 """
@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 
+from gpmask.commands.options import add_no_progress
+from gpmask.sizes import size_argument
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="masked checkpoint file, or 'demo'")
@@ -27,8 +30,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="bundle folder to create")
     parser.add_argument("--weathers", metavar="LIST",
                         help="comma-separated subset of the checkpoint's weathers (default all)")
-    parser.add_argument("--shape", metavar="NxCxHxW",
-                        help="static input shape, e.g. 1x3x720x1280 (default dynamic N, H, W)")
+    parser.add_argument("--size", type=size_argument, metavar="HxW",
+                        help="fix the input's height and width (a static graph, as some "
+                             "TensorRT deployments want; default dynamic)")
+    parser.add_argument("--batch", type=int, metavar="N",
+                        help="with --size: fix the batch too (default 1 with --size, "
+                             "else dynamic)")
     parser.add_argument("--layout", choices=("compact", "dense"), default="compact",
                         help="compact: weathers store only what differs from the common "
                              "weights; dense: every graph holds its full weights "
@@ -38,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace an existing BUNDLE (only a gpmask bundle or an empty "
                              "folder; anything else is refused)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_no_progress(parser)
     parser.add_argument("--engine", action="store_true",
                         help="also build TensorRT engines (calibrating first when needed); "
                              "TensorRT and a GPU are checked before anything is written")
@@ -47,10 +54,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gpmask.errors import GpmaskError
     from gpmask.export.exporter import export_bundle
     from gpmask.export.summary import describe_bundle
-    from gpmask.export.trace import parse_shape
 
+    if args.batch is not None and (args.size is None or args.batch < 1):
+        raise GpmaskError("--batch needs --size (a static graph) and a positive batch, got "
+                          f"--batch {args.batch}" + ("" if args.size else " without --size"))
     if args.engine:
         from gpmask.export.tensorrt_build import import_tensorrt, visible_gpu
 
@@ -60,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.output,
         weathers=args.weathers,
-        static_shape=parse_shape(args.shape) if args.shape else None,
+        static_shape=(args.batch or 1, 3, *args.size) if args.size else None,
         verify=not args.no_verify,
         force=args.force,
-        progress=not args.quiet,
+        progress=not args.no_progress,
         layout=args.layout,
     )
     if args.engine:

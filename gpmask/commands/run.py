@@ -18,10 +18,10 @@ import argparse
 import sys
 
 from gpmask.bundle import GRAPH_PRECISIONS, HINTED_PRECISIONS
+from gpmask.commands.options import add_backend, add_no_progress
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from gpmask.runtime.backends import BACKENDS
     from gpmask.runtime.routing import RoutingPolicy
 
     defaults = RoutingPolicy()
@@ -46,9 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="write input and restored frame next to each other")
     parser.add_argument("--log", help="CSV with frame index, weather chosen, latency per stage")
-    parser.add_argument("--backend", default="auto",
-                        help=f"{', '.join(BACKENDS)} (default auto: TensorRT engines, else ONNX "
-                             "Runtime with CUDA, else OpenVINO on the CPU)")
+    add_backend(parser)
     parser.add_argument("--precision", default="fp32",
                         help=f"{', '.join(GRAPH_PRECISIONS)} (graphs the bundle has), or "
                              f"{', '.join(HINTED_PRECISIONS)} (OpenVINO on a CPU with bfloat16; "
@@ -63,7 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"(default {defaults.clear_after})")
     parser.add_argument("--clear", default="pass", choices=["pass", "common"],
                         help="frames routed to 'clear': pass through, or the common graph")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,25 +14,33 @@ from __future__ import annotations
 
 import argparse
 
+from gpmask.commands.options import add_no_progress
+from gpmask.sizes import format_size, size_argument
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from gpmask.export.router import RouterSettings
+
+    defaults = RouterSettings()
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
-    parser.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
-    parser.add_argument("--input-size", type=int, default=96,
-                        help="side of the downscaled frame the router sees (default 96)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--steps", type=int, default=defaults.steps,
+                        help=f"training steps (default {defaults.steps})")
+    parser.add_argument("--input-size", type=size_argument, default=defaults.input_size,
+                        metavar="HxW", help="size of the downscaled frame the router sees "
+                        f"(default {format_size(defaults.input_size)})")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help=f"seed (default {defaults.seed})")
+    add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.errors import GpmaskError
     from gpmask.export.router import ROUTER_FILE, RouterSettings, train_router
 
-    if args.input_size < 32:
-        raise GpmaskError(f"--input-size must be at least 32, got {args.input_size}")
-    settings = RouterSettings(
-        steps=args.steps, input_size=(args.input_size, args.input_size), seed=args.seed
-    )
+    if min(args.input_size) < 32:
+        raise GpmaskError(f"--input-size {format_size(args.input_size)}: the router needs at "
+                          f"least 32x32")
+    settings = RouterSettings(steps=args.steps, input_size=args.input_size, seed=args.seed)
     report = train_router(args.bundle, settings, progress=not args.no_progress)
     print(report.format())
     print(f"wrote {args.bundle.rstrip('/')}/{ROUTER_FILE} ({report.train_frames} training "

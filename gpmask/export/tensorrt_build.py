@@ -17,10 +17,10 @@ for each instead of one that TensorRT would reject. Engines only run on the Tens
 version and GPU they were built with; both are recorded in the manifest so the
 runtime can refuse a mismatch.
 
-The optimization profile covers ``--shapes`` (batch 1), except for a bundle exported
-with a static shape (``export --shape 1x3x720x1280``): its graphs accept that shape
-only, so the profile is min = opt = max = that shape, and ``--shapes`` saying anything
-else is refused.
+The optimization profile covers ``--min-size`` to ``--max-size``, tuned for
+``--opt-size`` (batch 1), except for a bundle exported with a static size (``export
+--size 720x1280``): its graphs accept that shape only, so the profile is min = opt =
+max = that shape, and sizes saying anything else are refused.
 
 TF32: Polygraphy's builder config turns TensorRT's TF32 flag off unless asked, so fp32
 engines compute in full float32 by default; ``tf32=True`` lets fp32 convolutions and
@@ -60,9 +60,9 @@ from gpmask.bundle import COMMON, Bundle
 from gpmask.errors import GpmaskError
 from gpmask.fileio import atomic_path
 from gpmask.runtime.backends.tensorrt import tensorrt_errors
+from gpmask.sizes import Size, check_multiple, format_size
 
 ENGINE_FOLDER = "engines"
-DEFAULT_SHAPES = "64x64:720x1280:1080x1920"
 #: The precisions engines are built from (each one of gpmask.bundle.PRECISIONS; int8-cpu
 #: is ONNX Runtime's CPU format, not TensorRT's).
 BUILD_PRECISIONS = ("fp32", "fp16", "int8")
@@ -72,9 +72,9 @@ BUILD_PRECISIONS = ("fp32", "fp16", "int8")
 class ShapeRange:
     """Min, opt and max (height, width) of the one optimization profile, and its batch."""
 
-    min: tuple[int, int]
-    opt: tuple[int, int]
-    max: tuple[int, int]
+    min: Size
+    opt: Size
+    max: Size
     batch: int = 1
 
     @classmethod
@@ -82,50 +82,50 @@ class ShapeRange:
         """The profile of a static shape: min = opt = max."""
         return cls((height, width), (height, width), (height, width), batch)
 
-    @classmethod
-    def parse(cls, text: str, multiple: int) -> ShapeRange:
-        """Parse ``MINHxMINW:OPTHxOPTW:MAXHxMAXW`` (sides multiples of ``multiple``)."""
-        match = re.fullmatch(r"(\d+)x(\d+):(\d+)x(\d+):(\d+)x(\d+)", text.strip())
-        if not match:
-            raise GpmaskError(
-                f"--shapes {text!r}: expected MINxMIN:OPTxOPT:MAXxMAX in pixels, "
-                f"height x width (e.g. {DEFAULT_SHAPES})"
-            )
-        sides = [int(value) for value in match.groups()]
-        if any(side <= 0 or side % multiple for side in sides):
-            raise GpmaskError(f"--shapes {text!r}: every side must be a positive multiple of "
-                              f"{multiple} (the network's size multiple)")
-        shapes = cls(tuple(sides[0:2]), tuple(sides[2:4]), tuple(sides[4:6]))
+    def check(self, multiple: int) -> ShapeRange:
+        """This range, if every side is a multiple of ``multiple`` and min <= opt <= max."""
+        for name, size in (("--min-size", self.min), ("--opt-size", self.opt),
+                           ("--max-size", self.max)):
+            check_multiple(size, multiple, name)
         for axis in (0, 1):
-            if not shapes.min[axis] <= shapes.opt[axis] <= shapes.max[axis]:
-                raise GpmaskError(f"--shapes {text!r}: need min <= opt <= max on each side")
-        return shapes
+            if not self.min[axis] <= self.opt[axis] <= self.max[axis]:
+                raise GpmaskError(f"profile {self}: need min <= opt <= max in height and in "
+                                  f"width")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max),
                 "batch": self.batch}
 
     def __str__(self) -> str:
-        return ":".join(f"{h}x{w}" for h, w in (self.min, self.opt, self.max))
+        return ", ".join(f"{name} {format_size(size)}" for name, size in
+                         (("min", self.min), ("opt", self.opt), ("max", self.max)))
 
 
-def profile_shapes(input_spec: dict[str, Any], shapes: str | None, multiple: int) -> ShapeRange:
+#: The profile of a dynamic bundle when no size is given: small frames to 1080p, tuned
+#: for 720p.
+DEFAULT_PROFILE = ShapeRange((64, 64), (720, 1280), (1080, 1920))
+
+
+def profile_shapes(input_spec: dict[str, Any], requested: ShapeRange | None,
+                   multiple: int) -> ShapeRange:
     """The optimization profile for a bundle whose manifest ``input`` is ``input_spec``.
 
-    A static height and width (``export --shape``) fix the profile (and the batch, when
-    it is static too); ``shapes`` may then only repeat them. Otherwise ``shapes``
-    (default :data:`DEFAULT_SHAPES`) is parsed, batch 1.
+    A static height and width (``export --size``) fix the profile (and the batch, when
+    it is static too); ``requested`` may then only repeat them. Otherwise ``requested``
+    (default :data:`DEFAULT_PROFILE`) is checked against the network's size multiple,
+    batch 1.
     """
     batch, _, height, width = input_spec.get("shape") or (None, 3, None, None)
     if height is None or width is None:
-        return ShapeRange.parse(shapes or DEFAULT_SHAPES, multiple)
+        return (requested or DEFAULT_PROFILE).check(multiple)
     fixed = ShapeRange.fixed(height, width, batch or 1)
-    if shapes is not None and ShapeRange.parse(shapes, multiple) != ShapeRange.fixed(height,
-                                                                                      width):
+    if requested is not None and requested != ShapeRange.fixed(height, width):
         static = "x".join("N" if d is None else str(d) for d in input_spec["shape"])
-        raise GpmaskError(f"--shapes {shapes!r} contradicts the bundle's static input shape "
-                          f"{static}: its graphs accept {height}x{width} only; leave --shapes "
-                          f"out (or give {fixed}), or export without --shape for a range")
+        raise GpmaskError(f"the profile ({requested}) contradicts the bundle's static input "
+                          f"shape {static}: its graphs accept {height}x{width} only; leave "
+                          f"--min-size, --opt-size and --max-size out, or export without "
+                          f"--size for a range")
     return fixed
 
 
@@ -266,13 +266,13 @@ def build_engine(
 
 
 def build_bundle_engines(
-    root: str | os.PathLike, precision: str, shapes: str | None = None,
-    workspace_mb: int | None = None, tf32: bool = False,
+    root: str | os.PathLike, precision: str, shapes: ShapeRange | None = None,
+    workspace_mb: int | None = None, tf32: bool = False, progress: bool = True,
 ) -> list[str]:
     """Build one engine per weather (and ``common``) at ``precision``; returns their paths.
 
-    ``shapes``: the profile as ``MIN:OPT:MAX`` sizes (see :func:`profile_shapes`; None:
-    the bundle's static shape, or :data:`DEFAULT_SHAPES`). Refuses, before writing
+    ``shapes``: the profile (see :func:`profile_shapes`; None: the bundle's static shape,
+    or :data:`DEFAULT_PROFILE`). Refuses, before writing
     anything, when TensorRT or a GPU is missing, when the bundle lacks the graphs of
     ``precision``, or when any of its files does not match the manifest.
     """
@@ -297,7 +297,8 @@ def build_bundle_engines(
     timing_cache = bundle.root / timing_cache_name(trt.__version__, gpu.compute_capability,
                                                    gpu.name)
     written = []
-    for weather in tqdm(weathers, desc=f"TensorRT {precision}", unit="engine"):
+    for weather in tqdm(weathers, desc=f"TensorRT {precision}", unit="engine",
+                        disable=not progress):
         relative = f"{ENGINE_FOLDER}/{weather}.{precision}.engine"
         with _tensorrt_graph_file(bundle.graph_path(weather, precision),
                                   (1, 3, *shape_range.min)) as graph:

@@ -32,16 +32,6 @@ OPSET = 18
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
 
-def parse_shape(text: str) -> tuple[int, int, int, int]:
-    """``"1x3x720x1280"`` -> ``(1, 3, 720, 1280)``; anything else is refused."""
-    parts = text.lower().split("x")
-    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise GpmaskError(f"bad shape {text!r}: expected NxCxHxW with positive integers, "
-                          f"e.g. 1x3x720x1280")
-    batch, channels, height, width = (int(p) for p in parts)
-    return batch, channels, height, width
-
-
 def check_static_shape(shape: tuple[int, ...], multiple: int) -> None:
     """Refuse a static input shape the network cannot take."""
     if len(shape) != 4 or shape[1] != 3:

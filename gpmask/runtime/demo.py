@@ -23,6 +23,7 @@ from gpmask.fileio import atomic_path, write_text_atomic
 from gpmask.runtime.loop import LoopResult, run_loop
 from gpmask.runtime.routing import CLEAR, make_router
 from gpmask.runtime.video import FrameSink, VideoFileSink, open_source, read_video
+from gpmask.sizes import Size
 
 #: The weather sequence of the demo clip, in order (weathers a bundle lacks are left out).
 DEMO_SEQUENCE = ("rain", "snow", "raindrop", CLEAR)
@@ -54,9 +55,10 @@ class Clip:
 
 
 def make_clip(
-    weathers: list[str], frames: int = 96, size: int = 192, fps: float = 12.0, seed: int = 0
+    weathers: list[str], frames: int = 96, size: Size = (192, 192), fps: float = 12.0,
+    seed: int = 0,
 ) -> Clip:
-    """A clip of ``frames`` frames (``size`` x ``size``) in :data:`DEMO_SEQUENCE` order."""
+    """A clip of ``frames`` frames of ``size`` (height, width) in :data:`DEMO_SEQUENCE` order."""
     from gpmask.data.clean import sample_images
     from gpmask.data.synthetic import degrade
 
@@ -87,14 +89,17 @@ def make_clip(
     return clip
 
 
-def _pan(image: np.ndarray, position: float, size: int) -> np.ndarray:
-    """A square window (70% of the shorter side) moved left to right, resized to ``size``."""
+def _pan(image: np.ndarray, position: float, size: Size) -> np.ndarray:
+    """A window of ``size``'s aspect, 70% of the largest such window the image holds,
+    moved left to right and resized to ``size``."""
     height, width = image.shape[:2]
-    side = int(min(height, width) * 0.7)
-    left = int(round((width - side) * position))
-    top = (height - side) // 2
-    window = image[top : top + side, left : left + side]
-    return cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA)
+    aspect = size[1] / size[0]
+    window_h = int(min(height, width / aspect) * 0.7)
+    window_w = int(window_h * aspect)
+    left = int(round((width - window_w) * position))
+    top = (height - window_h) // 2
+    window = image[top : top + window_h, left : left + window_w]
+    return cv2.resize(window, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
 def _to_bgr_uint8(rgb: np.ndarray) -> np.ndarray:
@@ -259,7 +264,7 @@ def run_demo(
     bundle_path: str | Path,
     output: Path,
     frames: int = 96,
-    size: int = 192,
+    size: Size = (192, 192),
     backend: str = "auto",
     progress: bool = True,
 ) -> dict:
@@ -293,7 +298,7 @@ def run_demo(
         "bundle": "bundle" if bundle.root == output / "bundle" else str(bundle.root),
         "backend": backend_name,
         "frames": len(result.records),
-        "size": [size, size],
+        "size": list(size),
         "loop_fps": result.fps,
         "mean_restore_ms": float(np.mean([r.restore_ms for r in result.records])),
         "routing_accuracy": accuracy,

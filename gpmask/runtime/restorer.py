@@ -94,7 +94,7 @@ class Restorer:
             )
 
     def _check_static_shape(self, shape: tuple[int, ...]) -> None:
-        """Refuse a batch a bundle exported with a static shape (``export --shape``)
+        """Refuse a batch a bundle exported with a static shape (``export --size``)
         cannot take, rather than let the backend fail on it."""
         static = self.bundle.manifest["input"].get("shape") or []
         if any(want is not None and want != have for want, have in zip(static, shape,
@@ -103,7 +103,7 @@ class Restorer:
             raise GpmaskError(
                 f"bundle {self.bundle.root} was exported for input {wanted} only, and these "
                 f"frames make {'x'.join(map(str, shape))} (after padding to multiples of "
-                f"{self.bundle.size_multiple}); resize the frames or export without --shape")
+                f"{self.bundle.size_multiple}); resize the frames or export without --size")
 
     def close(self) -> None:
         """Release the backend's sessions, engines and buffers."""

@@ -268,7 +268,7 @@ class TensorRTBackend(Backend):
                 raise GpmaskError(
                     f"the {weather} engine does not accept input shape {shape} (its profile: "
                     f"{self._shape_ranges[weather] or 'unrecorded'}); rebuild it with "
-                    f"`gpmask build --shapes` covering this frame size")
+                    f"`gpmask build --min-size ... --max-size ...` covering this frame size")
         self._output_shape = tuple(self.contexts[self.weathers[0]].get_tensor_shape(self._output))
         self._device_in.resize(shape)
         self._device_out.resize(self._output_shape)
