@@ -21,7 +21,6 @@ import gpmask.runtime.backends.tensorrt as tensorrt_backend
 from gpmask.bench.targets import plan_targets
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
-from gpmask.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from gpmask.runtime.backends.tensorrt import EngineTarget, engine_mismatch, tensorrt_errors
 from tests.conftest import make_checkpoint, needs_tensorrt
 
