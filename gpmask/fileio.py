@@ -182,6 +182,37 @@ def atomic_directory(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def replace_together(folder: Path, staging: Path, commit: Callable[[], None]) -> None:
+    """Move every file of ``staging`` onto its namesake in ``folder``, then ``commit``.
+
+    For outputs that are several files plus the record of them (calibration's graphs and
+    weight file, then the manifest that hashes them): until ``commit`` (writing that
+    record) returns, any failure or Ctrl-C puts every namesake back as it was, so the
+    record never describes files that were half replaced. ``staging`` must be on
+    ``folder``'s file system (inside it, say); it is removed afterwards.
+    """
+    backup = Path(tempfile.mkdtemp(prefix=".replaced.", dir=folder))
+    touched: list[str] = []
+    try:
+        for staged in sorted(staging.iterdir()):
+            target = folder / staged.name
+            touched.append(staged.name)
+            if target.exists():
+                os.replace(target, backup / staged.name)
+            os.replace(staged, target)
+        commit()
+    except BaseException:
+        for name in touched:
+            if (backup / name).exists():
+                os.replace(backup / name, folder / name)
+            elif (folder / name).exists():
+                (folder / name).unlink()
+        raise
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 

@@ -123,6 +123,14 @@ def fail_mid_export(tmp: Path, mp: pytest.MonkeyPatch) -> None:
     mp.setattr(exporter, "verify_graphs", fail)
 
 
+def calibrated_then_interrupted(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """The bundle has fp16 graphs; the next calibration is interrupted as it records its
+    own (after its files have replaced the old ones)."""
+    assert main(["calibrate", str(tmp / "bundle"), "--precision", "fp16", "--eval-size",
+                 "32x32", "--no-progress"]) == 0
+    interrupt_after(0, "gpmask.bundle:Bundle.save", mp)
+
+
 def schedule(text: str, name: str = "s.csv") -> Callable[[Path, pytest.MonkeyPatch], None]:
     return lambda tmp, mp: write(tmp / name, text)
 
@@ -329,6 +337,9 @@ CASES = [
          r"^gpmask: interrupted$",
          lambda tmp, mp: interrupt_after(0, "gpmask.export.exporter:verify_graphs", mp),
          code=130),
+    Case("calibrate-interrupted-while-recording", "calibrate {tmp}/bundle --precision fp16 "
+         "--fp16-io --eval-size 32x32 --no-progress", r"^gpmask: interrupted$",
+         calibrated_then_interrupted, code=130),
     Case("run-not-a-bundle", "run {tmp}/frames -i {tmp}/clip.avi -o {tmp}/out.avi",
          r"frames is not a gpmask bundle \(no manifest.json\)"),
     Case("run-manifest-not-json", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi",

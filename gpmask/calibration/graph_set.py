@@ -15,14 +15,17 @@ to leave out; and ``int8-cpu`` quantizes rewritten weights besides.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 import onnx
 
 from gpmask.bundle import COMMON, Bundle
 from gpmask.export.compact import compact_graphs
 from gpmask.export.weight_store import write_shared_weights
-from gpmask.fileio import atomic_path
+from gpmask.fileio import replace_together
 
 
 def graph_name(weather: str, precision: str) -> str:
@@ -51,17 +54,27 @@ def save_precision_graphs(
     """Write ``models`` (weather -> dense graph with in-memory weights) and record them,
     compacted against the common graph where :func:`precision_layout` says so.
 
-    The weight file and each graph are written atomically; the manifest is saved last,
-    so a failure leaves the manifest describing the files it described before.
+    The weight file and the graphs are written into a staging folder inside the bundle
+    and replace the old ones together with the manifest that records them
+    (:func:`gpmask.fileio.replace_together`): a failure or Ctrl-C on the way leaves the
+    bundle as it was, every file matching the manifest.
     """
     layout = precision_layout(bundle, precision)
     if layout == "compact":
         models, _ = compact_graphs(models, COMMON)
-    write_shared_weights(models, bundle.root, weights_name(precision))
-    for weather, model in models.items():
-        with atomic_path(bundle.root / graph_name(weather, precision)) as tmp:
-            onnx.save(model, tmp)
-    bundle.set_weights(weights_name(precision))
-    for weather in models:
-        bundle.set_graph(weather, precision, graph_name(weather, precision), layout)
-    bundle.save()
+    staging = Path(tempfile.mkdtemp(prefix=f".{precision}.", dir=bundle.root))
+    try:
+        write_shared_weights(models, staging, weights_name(precision))
+        for weather, model in models.items():
+            onnx.save(model, staging / graph_name(weather, precision))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    def record() -> None:
+        bundle.set_weights(weights_name(precision))
+        for weather in models:
+            bundle.set_graph(weather, precision, graph_name(weather, precision), layout)
+        bundle.save()
+
+    replace_together(bundle.root, staging, record)
