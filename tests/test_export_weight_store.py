@@ -116,3 +116,49 @@ def test_weight_store_and_summary_import_without_torch() -> None:
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+class InterpolatingNet(__import__("torch").nn.Module):
+    """Pool, convolve, and upsample back with ``F.interpolate(scale_factor=2)``: the
+    exported Resize reads a float ``scales`` initializer."""
+
+    size_multiple = 2
+
+    def __init__(self) -> None:
+        import torch
+
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, image):
+        import torch.nn.functional as F
+
+        coarse = self.conv(F.avg_pool2d(image, 2))
+        return image + F.interpolate(coarse, scale_factor=2.0, mode="nearest")
+
+
+def test_resize_scales_stay_in_the_graph_and_the_export_verifies(tmp_path: Path) -> None:
+    """A network resizing by a scale factor exports: the scales are a shape operand that
+    onnx.checker and ONNX Runtime read at load, so they are not moved to weights.bin."""
+    import torch
+
+    from gpmask.export import export_bundle
+    from gpmask.export.weight_store import shape_operands
+    from gpmask.masking.checkpoint import MaskedCheckpoint
+
+    torch.manual_seed(0)
+    common = {k: v.numpy() for k, v in InterpolatingNet().state_dict().items()}
+    weights = {"rain": {k: v + 0.1 for k, v in common.items()}}
+    masks = {"rain": {k: np.ones(v.shape, bool) for k, v in common.items()}}
+    checkpoint = MaskedCheckpoint.from_weights(
+        "tests.test_export_weight_store:InterpolatingNet", {}, common, weights, masks)
+    bundle = export_bundle(checkpoint, tmp_path / "bundle", layout="dense", progress=False)
+    assert bundle.manifest["verification"]["status"] == "passed"  # checker + ORT vs torch
+    graph = onnx.load(str(tmp_path / "bundle" / "rain.onnx"), load_external_data=False)
+    resize = next(node for node in graph.graph.node if node.op_type == "Resize")
+    inline = {t.name for t in graph.graph.initializer
+              if t.data_location != TensorProto.EXTERNAL}
+    scales = [name for name in resize.input[1:] if name]
+    assert scales and set(scales) <= inline and set(scales) <= shape_operands(graph)
+    weight = next(t for t in graph.graph.initializer if t.name == "conv.weight")
+    assert weight.data_location == TensorProto.EXTERNAL

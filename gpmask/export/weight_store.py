@@ -75,6 +75,21 @@ def _point_at(tensor: onnx.TensorProto, location: str, offset: int, length: int)
         entry.key, entry.value = key, value
 
 
+#: Operators whose inputs after the first are sizes or scales, whatever their type.
+_SIZE_OPERANDS = {"Resize": slice(1, None), "Upsample": slice(1, None)}
+
+
+def shape_operands(model: onnx.ModelProto) -> set[str]:
+    """Initializers that are shape operands rather than weights: every int64 tensor (the
+    pads of a Pad, the bounds of a Slice, a Reshape's shape) and the float scales of a
+    Resize (``F.interpolate(scale_factor=2)``)."""
+    names = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT64}
+    for node in model.graph.node:
+        if node.op_type in _SIZE_OPERANDS:
+            names.update(name for name in node.input[_SIZE_OPERANDS[node.op_type]] if name)
+    return names
+
+
 def write_shared_weights(
     models: Mapping[str, onnx.ModelProto],
     folder: str | os.PathLike,
@@ -82,9 +97,9 @@ def write_shared_weights(
 ) -> SharedWeights:
     """Move the initializers of ``models`` into ``folder/weights_name``, each distinct one once.
 
-    int64 initializers stay in the graphs: they are shape operands (the pads of a Pad,
-    the bounds of a Slice), which ONNX Runtime's shape inference must read when it
-    loads a graph, and which it cannot read from external data.
+    Shape operands stay in the graphs (:func:`shape_operands`): ONNX's and ONNX
+    Runtime's shape inference must read them when a graph is loaded or checked, and
+    cannot read them from external data.
 
     Args:
         models: name (used in messages only) -> graph whose initializers are in memory.
@@ -102,9 +117,10 @@ def write_shared_weights(
     referenced = count = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         for graph_name, model in models.items():
+            inline = shape_operands(model)
             for tensor in model.graph.initializer:
-                if tensor.data_type == onnx.TensorProto.INT64:
-                    continue  # shape operands (Pad, Slice, Reshape) that shape inference reads
+                if tensor.name in inline:
+                    continue
                 data = _tensor_bytes(tensor, graph_name)
                 key = hashlib.sha256(data).digest()
                 if key not in offsets:
