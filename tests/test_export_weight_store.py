@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from gpmask.errors import GpmaskError
@@ -118,30 +119,24 @@ def test_weight_store_and_summary_import_without_torch() -> None:
     assert result.stdout.strip() == "False"
 
 
-class InterpolatingNet(__import__("torch").nn.Module):
+class InterpolatingNet(torch.nn.Module):
     """Pool, convolve, and upsample back with ``F.interpolate(scale_factor=2)``: the
     exported Resize reads a float ``scales`` initializer."""
 
     size_multiple = 2
 
     def __init__(self) -> None:
-        import torch
-
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
 
-    def forward(self, image):
-        import torch.nn.functional as F
-
-        coarse = self.conv(F.avg_pool2d(image, 2))
-        return image + F.interpolate(coarse, scale_factor=2.0, mode="nearest")
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        coarse = self.conv(torch.nn.functional.avg_pool2d(image, 2))
+        return image + torch.nn.functional.interpolate(coarse, scale_factor=2.0, mode="nearest")
 
 
 def test_resize_scales_stay_in_the_graph_and_the_export_verifies(tmp_path: Path) -> None:
     """A network resizing by a scale factor exports: the scales are a shape operand that
     onnx.checker and ONNX Runtime read at load, so they are not moved to weights.bin."""
-    import torch
-
     from gpmask.export import export_bundle
     from gpmask.export.weight_store import shape_operands
     from gpmask.masking.checkpoint import MaskedCheckpoint
