@@ -182,7 +182,7 @@ def nncf_candidate(bundle: Bundle, weather: str) -> Candidate:
     from gpmask.calibration.frames import synthetic_calibration_frames, to_batch
     from gpmask.runtime.backends.openvino import core
 
-    frames = synthetic_calibration_frames(weather, bundle.weathers, 32, 128)
+    frames = synthetic_calibration_frames(weather, bundle.weathers, 32, (128, 128))
     model = nncf.quantize(
         core().read_model(str(bundle.graph_path(weather))),
         nncf.Dataset([to_batch(frame) for frame in frames.degraded]),

@@ -32,7 +32,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_clip_changes_weather_in_order() -> None:
-    clip = make_clip(WEATHERS, frames=10, size=96, fps=5)
+    clip = make_clip(WEATHERS, frames=10, size=(96, 96), fps=5)
     assert clip.weathers == ["rain"] * 3 + ["snow"] * 3 + ["raindrop"] * 2 + ["clear"] * 2
     assert all(f.shape == (96, 96, 3) and f.dtype == np.uint8 for f in clip.degraded)
     for clean, degraded, weather in zip(clip.clean, clip.degraded, clip.weathers, strict=True):
@@ -46,15 +46,16 @@ def test_clip_changes_weather_in_order() -> None:
 
 
 def test_clip_leaves_out_weathers_the_bundle_lacks_and_refuses_too_few_frames() -> None:
-    assert make_clip(["snow"], frames=4, size=32).weathers == ["snow"] * 2 + ["clear"] * 2
+    assert make_clip(["snow"], frames=4, size=(32, 32)).weathers == ["snow"] * 2 + ["clear"] * 2
     with pytest.raises(GpmaskError, match="at least one of rain, snow, raindrop"):
-        make_clip(["fog"], frames=4, size=32)
+        make_clip(["fog"], frames=4, size=(32, 32))
     with pytest.raises(GpmaskError, match="--frames must be at least 4"):
-        make_clip(WEATHERS, frames=3, size=32)
+        make_clip(WEATHERS, frames=3, size=(32, 32))
 
 
 def test_psnr_table_splits_frames_by_the_weather_they_were_routed_to() -> None:
-    clip = make_clip(WEATHERS, frames=8, size=32)  # rain, rain, snow, snow, raindrop x2, clear x2
+    # rain, rain, snow, snow, raindrop x2, clear x2
+    clip = make_clip(WEATHERS, frames=8, size=(32, 32))
     restored = [cv2.GaussianBlur(f, (3, 3), 0) for f in clip.degraded]
     chosen = list(clip.weathers)
     chosen[2] = "rain"  # the first snow frame is still routed to rain
@@ -125,7 +126,7 @@ def _check_outputs(folder: Path, frames: int, size: int) -> dict:
     rows = list(csv.DictReader((folder / "frames.csv").open()))
     assert [int(r["frame"]) for r in rows] == list(range(frames))
     chosen = [r["weather"] for r in rows]
-    true = make_clip(WEATHERS, frames=frames, size=size).weathers
+    true = make_clip(WEATHERS, frames=frames, size=(size, size)).weathers
     accuracy = np.mean([c == t for c, t in zip(chosen, true, strict=True)])
     assert summary["routing_accuracy"] == pytest.approx(accuracy)
     return summary

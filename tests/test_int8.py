@@ -220,8 +220,8 @@ def test_each_weather_is_calibrated_on_its_own_frames(bundle_dir: Path, tmp_path
 
 def test_synthetic_calibration_frames_are_of_their_weather() -> None:
     weathers = ["rain", "raindrop", "snow"]
-    rain = synthetic_calibration_frames("rain", weathers, 2, 32)
-    snow = synthetic_calibration_frames("snow", weathers, 2, 32)
+    rain = synthetic_calibration_frames("rain", weathers, 2, (32, 32))
+    snow = synthetic_calibration_frames("snow", weathers, 2, (32, 32))
     assert [c.tobytes() for c in rain.clean] == [c.tobytes() for c in snow.clean]
     assert all(not np.array_equal(r, s) for r, s in zip(rain.degraded, snow.degraded, strict=True))
 
@@ -238,14 +238,14 @@ def test_tight_budget_keeps_more_layers_in_fp32_and_shrinks_the_drop(exported: P
     graph = tmp_path / "rain.onnx"
     onnx.save(dense_graph(bundle, "rain"), graph, save_as_external_data=True,
               location="rain.onnx.data")
-    heldout = heldout_frames("rain", bundle.weathers, 32)
+    heldout = heldout_frames("rain", bundle.weathers, (32, 32))
     fp32 = run_frames(cpu_session(graph), heldout)
     rng = np.random.default_rng(1)
     clean = [np.clip(o, 0, 1) + rng.normal(0, 10 ** (-45 / 20), o.shape).astype(np.float32)
              for o in fp32]
     frames = Frames(heldout.degraded, [np.clip(c, 0, 1) for c in clean], "test")
     calibration = Calibration(graph, "test", synthetic_calibration_frames(
-        "rain", bundle.weathers, 4, 32), "minmax", exported.parent / "cache")
+        "rain", bundle.weathers, 4, (32, 32)), "minmax", exported.parent / "cache")
     loose = fit_budget(calibration, SCHEMES["int8"], frames, fp32, max_drop=100)
     assert loose.fits and loose.excluded == [] and loose.scores.drop > 1.0
     tight = fit_budget(calibration, SCHEMES["int8"], frames, fp32, max_drop=0.5)
@@ -290,7 +290,7 @@ def test_bad_input_is_refused(bundle_dir: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(GpmaskError, match="calibration folder .*rain does not exist"):
         calibrate_bundle(bundle_dir, "int8", CalibrationOptions(data_dir=str(tmp_path), **FAST))
     assert main(["calibrate", str(bundle_dir), "--precision", "int8", "--eval-size", "30x30"]) == 2
-    assert "eval size must be a multiple of 4" in capsys.readouterr().err
+    assert "--eval-size 30x30: height and width must be multiples of 4" in capsys.readouterr().err
     assert "int8" not in Bundle.open(bundle_dir).manifest["graphs"]["rain"]
 
 
