@@ -18,17 +18,23 @@ the tables.
     python benchmarks/bench_density.py -o density-study               # demo preset
     python benchmarks/bench_density.py -o study --base-steps 800 --steps 800
     python benchmarks/bench_density.py -o /tmp/tiny --tiny --keep-checkpoints   # CI size
+
+Stage 2 of several densities can run in parallel processes from one stage 1: each
+with ``--common-from RUN/common.gpmask.safetensors --densities ...`` into its own
+folder, then ``--merge A/density.json B/density.json -o STUDY`` makes the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gpmask.data.clean import sample_images
 from gpmask.data.pairs import SyntheticPairs, fit_to_size
@@ -170,12 +176,67 @@ def plot(study: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def common_digest(common: dict) -> str:
+    """SHA-256 of the common values (name order): rows of one study share one common model."""
+    digest = hashlib.sha256()
+    for name in sorted(common):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(common[name].detach().cpu().numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def load_common(path: str) -> dict:
+    """The common values of a checkpoint as a state dict (stage 1 of an earlier run)."""
+    return {n: torch.from_numpy(v.copy()) for n, v in MaskedCheckpoint.load(path).common.items()}
+
+
+def save_common(common: dict, config: TrainConfig, path: Path) -> None:
+    """Stage 1's result as a checkpoint without specific values, for ``--common-from``."""
+    values = {n: v.detach().cpu().numpy() for n, v in common.items()}
+    MaskedCheckpoint(config.arch, config.arch_kwargs, values, {}, {}, weathers=[],
+                     provenance={"made_by": "benchmarks/bench_density.py", "stage": 1,
+                                 "settings": dataclasses.asdict(config)}).save(path)
+
+
+def write_study(study: dict, output: Path) -> None:
+    """The JSON always; the table and plot once the rows include the full fine-tune."""
+    study["rows"].sort(key=lambda row: row["density"])
+    write_text_atomic(output / "density.json", json.dumps(study, indent=2) + "\n")
+    if not any(row["density"] == 1.0 for row in study["rows"]):
+        print("no D = 1 row yet: table left out (merge with a study that has it: --merge)")
+        return
+    table = markdown(study)
+    write_text_atomic(output / "density.md", table)
+    plot(study, output / "density.png")
+    print(table)
+    print(f"wrote {output / 'density.json'}, density.md, density.png")
+
+
+def merge(paths: list[str], output: Path) -> None:
+    """One study from several runs over the same common model and settings."""
+    studies = [json.loads(Path(path).read_text()) for path in paths]
+    first = studies[0]
+    for path, study in zip(paths, studies, strict=True):
+        for key in ("evaluation", "weathers", "common_sha256"):
+            if study[key] != first[key]:
+                raise SystemExit(f"{path}: {key} differs from {paths[0]}'s; cannot merge")
+        same = {k: v for k, v in study["settings"].items() if k != "density"}
+        if same != {k: v for k, v in first["settings"].items() if k != "density"}:
+            raise SystemExit(f"{path}: training settings differ from {paths[0]}'s; cannot merge")
+    rows = {row["density"]: row for study in studies for row in study["rows"]}
+    stage1 = next((s["stage1"] for s in studies if "train_seconds" in s["stage1"]),
+                  first["stage1"])
+    write_study(first | {"rows": list(rows.values()), "stage1": stage1, "merged_from": paths},
+                output)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", required=True, help="folder for the study's files")
     parser.add_argument("--preset", default="demo", help="training recipe (default demo)")
-    parser.add_argument("--densities", default="0.05,0.1,0.2,0.4",
-                        help="GGPM densities; D = 1 is always added (default 0.05,0.1,0.2,0.4)")
+    parser.add_argument("--densities", default="1,0.05,0.1,0.2,0.4",
+                        help="densities to train, in this order; 1 is the full fine-tune "
+                             "(default 1,0.05,0.1,0.2,0.4)")
     parser.add_argument("--base-steps", type=int, help="stage-1 steps (default: the preset's)")
     parser.add_argument("--steps", type=int,
                         help="stage-2 training steps of every weather (default: the preset's)")
@@ -185,6 +246,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=6,
                         help="held-out images per weather and style (default 6)")
     parser.add_argument("--size", default="192x192", help="evaluation size HxW (default 192x192)")
+    parser.add_argument("--common-from", metavar="CKPT",
+                        help="skip stage 1: start from this checkpoint's common values (e.g. "
+                             "common.gpmask.safetensors of an earlier run; default: train it)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="only combine density.json files of runs from one common model")
     parser.add_argument("--tiny", action="store_true",
                         help="a 4-channel network and a few steps: checks the script in CI")
     parser.add_argument("--keep-checkpoints", action="store_true",
@@ -194,6 +260,9 @@ def main() -> None:
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merge(args.merge, output)
+        return
     config = study_config(args)
     height, width = (int(v) for v in args.size.lower().split("x"))
     if args.tiny:
@@ -203,33 +272,36 @@ def main() -> None:
     source = training_source(config, args.tiny)
     pairs = evaluation_pairs(config.weathers, evaluation)
 
-    wall, cpu = time.perf_counter(), time.process_time()
-    common = Trainer(config, source, progress=not args.no_progress).train_common()
-    stage1 = {"train_seconds": round(time.perf_counter() - wall, 1),
-              "train_cpu_seconds": round(time.process_time() - cpu, 1)}
-    rows = []
-    densities = sorted({float(d) for d in args.densities.split(",")} | {1.0})
-    for density in densities:
-        run = dataclasses.replace(config, density=density)
-        checkpoint, row = run_configuration(run, source, common, pairs, not args.no_progress)
-        rows.append(row)
-        print(f"{row['label']}: {row['train_seconds']} s ({row['train_cpu_seconds']} s CPU)",
+    if args.common_from:
+        common, stage1 = load_common(args.common_from), {"common_from": args.common_from}
+    else:
+        wall, cpu = time.perf_counter(), time.process_time()
+        common = Trainer(config, source, progress=not args.no_progress).train_common()
+        stage1 = {"train_seconds": round(time.perf_counter() - wall, 1),
+                  "train_cpu_seconds": round(time.process_time() - cpu, 1)}
+        save_common(common, config, output / "common.gpmask.safetensors")
+        print(f"stage 1: {stage1['train_seconds']} s ({stage1['train_cpu_seconds']} s CPU)",
               flush=True)
-        if args.keep_checkpoints:
-            checkpoint.save(output / f"density-{density:g}.gpmask.safetensors")
     study = {
         "settings": dataclasses.asdict(config),
         "evaluation": evaluation,
         "weathers": config.weathers,
+        "common_sha256": common_digest(common),
         "stage1": stage1,
-        "rows": rows,
+        "rows": [],
     }
-    write_text_atomic(output / "density.json", json.dumps(study, indent=2) + "\n")
-    table = markdown(study)
-    write_text_atomic(output / "density.md", table)
-    plot(study, output / "density.png")
-    print(table)
-    print(f"wrote {output / 'density.json'}, density.md, density.png")
+    for density in dict.fromkeys(float(v) for v in args.densities.split(",")):
+        run = dataclasses.replace(config, density=density)
+        checkpoint, row = run_configuration(run, source, common, pairs, not args.no_progress)
+        gains = ", ".join(
+            f"{w} {r['baked']['psnr'] - r['input']['psnr']:+.2f}"
+            for w, r in row["results"]["train"].items())
+        print(f"{row['label']}: {row['train_seconds']} s ({row['train_cpu_seconds']} s CPU); "
+              f"gain over input, train style: {gains}", flush=True)
+        if args.keep_checkpoints:
+            checkpoint.save(output / f"density-{density:g}.gpmask.safetensors")
+        study["rows"].append(row)
+        write_study(study, output)
 
 
 if __name__ == "__main__":

@@ -20,17 +20,33 @@ from gpmask.masking.evaluate import evaluate_checkpoint
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> tuple[Path, dict]:
-    folder = tmp_path_factory.mktemp("density")
+def _bench(*args: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_density.py"), "-o", str(folder),
-         "--tiny", "--keep-checkpoints", "--no-progress"],
+        [sys.executable, str(REPO / "benchmarks" / "bench_density.py"), *args],
         capture_output=True, text=True, timeout=600, cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| GGPM D = 0.1 |" in result.stdout
-    return folder, json.loads((folder / "density.json").read_text())
+    return result
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny study run the way a long one is: stage 1 and most densities in one process,
+    the last density in a second one from the first's common model, then merged."""
+    folder = tmp_path_factory.mktemp("density")
+    first, second = folder / "a", folder / "b"
+    printed = _bench("-o", str(first), "--tiny", "--densities", "1,0.05,0.1,0.2",
+                     "--keep-checkpoints", "--no-progress").stdout
+    assert "| GGPM D = 0.1 |" in printed
+    printed = _bench("-o", str(second), "--tiny", "--densities", "0.4", "--common-from",
+                     str(first / "common.gpmask.safetensors"), "--keep-checkpoints",
+                     "--no-progress").stdout
+    assert "no D = 1 row yet" in printed and not (second / "density.md").exists()
+    for path in second.glob("*.gpmask.safetensors"):
+        path.rename(first / path.name)
+    _bench("--merge", str(first / "density.json"), str(second / "density.json"), "-o",
+           str(folder))
+    return first, json.loads((folder / "density.json").read_text()) | {"folder": str(folder)}
 
 
 def _checkpoint(folder: Path, density: float) -> MaskedCheckpoint:
@@ -86,7 +102,8 @@ def test_densities_are_exact_and_d1_is_the_full_fine_tune(study) -> None:
 
 
 def test_markdown_table_and_plot_match_the_json(study) -> None:
-    folder, data = study
+    _, data = study
+    folder = Path(data["folder"])
     text = (folder / "density.md").read_text()
     weathers = data["weathers"]
     for style in ("train", "heldout"):

@@ -143,6 +143,20 @@ def test_selection_is_deterministic_under_a_seed() -> None:
     assert differs
 
 
+def test_stage_2_from_given_common_weights_matches_a_whole_run() -> None:
+    """What benchmarks/bench_density.py does (stage 1 once, stage 2 per setting from its
+    weights) gives exactly the checkpoint a whole run of the same settings gives."""
+    config = _config(common_update="frozen", density=0.2)
+    whole = Trainer(config, ToyPairs(), progress=False).run().checkpoint
+    common = Trainer(config, ToyPairs(), progress=False).train_common()
+    split = Trainer(config, ToyPairs(), progress=False, common_weights=common).run().checkpoint
+    for weather in ("common", "noise", "specks"):
+        for name, value in whole.bake_numpy(weather).items():
+            np.testing.assert_array_equal(split.bake_numpy(weather)[name], value)
+    assert split.provenance["stage1"] == "given common weights"
+    assert whole.provenance["stage1"] == "trained"
+
+
 def test_consecutive_rule_is_still_available() -> None:
     checkpoint = Trainer(_config(selection="consecutive", common_update="frozen"), ToyPairs(),
                          progress=False).run().checkpoint
