@@ -180,12 +180,15 @@ def test_raindrops_show_a_flipped_view_and_leave_the_rest_alone() -> None:
     """On a top-to-bottom ramp a lens-like drop inverts the ramp inside the drop."""
     ramp = np.repeat(np.linspace(0.0, 1.0, 128, dtype=np.float32)[:, None, None], 128, axis=1)
     ramp = np.repeat(ramp, 3, axis=2)
-    dropped = degrade(ramp, "raindrop", seed=5)
-    unchanged = np.all(dropped == ramp, axis=2).mean()
-    assert 0.3 < unchanged < 0.97
-    inverted = (np.diff(dropped[..., 1], axis=0) < -1e-3).mean()
     assert (np.diff(ramp[..., 1], axis=0) < 0).sum() == 0
-    assert inverted > 0.01
+    # Drop density and defocus are drawn per image; the densest, most blurred looks
+    # leave about a quarter of a small frame untouched.
+    for seed in range(4):
+        dropped = degrade(ramp, "raindrop", seed=seed)
+        unchanged = np.all(dropped == ramp, axis=2).mean()
+        assert 0.15 < unchanged < 0.97, seed
+        inverted = (np.diff(dropped[..., 1], axis=0) < -1e-3).mean()
+        assert inverted > 0.01, seed
 
 
 def test_snow_has_flakes_of_several_sizes() -> None:

@@ -70,13 +70,13 @@ TRAIN_RANGES: dict[str, Range] = {
     "streak_opacity": (0.35, 0.9),
     "streak_log_density": (np.log(2e-4), np.log(6e-3)),  # streak starts per pixel
     # raindrop
-    "drop_log_per_pixel": (np.log(1 / 1200), np.log(1 / 250)),  # candidate drops per pixel
+    "drop_log_per_pixel": (np.log(1 / 600), np.log(1 / 220)),  # candidate drops per pixel
     "drop_radius_low": (2.5, 6.0),  # per image, the smallest and largest drops
-    "drop_radius_high": (10.0, 30.0),
+    "drop_radius_high": (10.0, 20.0),
     "drop_wobble": (0.0, 0.15),  # boundary harmonics relative to the radius
     "drop_zoom": (1.3, 3.2),  # how much wider the view inside a drop is
-    "drop_scene_blur": (1.0, 3.5),  # defocus of that view, sigma in pixels
-    "drop_lens_blur": (0.8, 3.8),  # camera defocus of the drop layer
+    "drop_scene_blur": (1.5, 3.5),  # defocus of that view, sigma in pixels
+    "drop_lens_blur": (1.5, 3.5),  # camera defocus of the drop layer
     "drop_rim": (0.05, 0.35),  # bright rim strength
     "drop_exposure": (0.85, 1.2),  # drops brighter or darker than the scene
     # snow
