@@ -328,8 +328,46 @@ def test_inspect_prints_density_and_overlap(checkpoint_path: Path) -> None:
     assert summary["parameters"] == checkpoint.num_parameters()
     assert summary["density"]["snow"] == pytest.approx(checkpoint.density("snow").overall)
     assert summary["overlap"]["rain/snow"] == pytest.approx(checkpoint.overlap("rain", "snow"))
+    for name, mask in checkpoint.masks["rain"].items():
+        other = checkpoint.masks["snow"].get(name, np.zeros_like(mask))  # none set: omitted
+        expected = (mask & other).sum() / (mask | other).sum()
+        assert summary["overlap_per_layer"]["rain/snow"][name] == pytest.approx(expected)
+        assert summary["density_per_layer"]["rain"][name] == pytest.approx(mask.mean())
+    # Storage: float32 common values once; per weather one bit per element of every
+    # masked tensor (rounded up to bytes) and four bytes per specific value.
+    storage = summary["storage_bytes"]
+    assert storage["dense_per_weather"] == 4 * checkpoint.num_parameters()
+    assert storage["dense_all_weathers"] == 3 * 4 * checkpoint.num_parameters()
+    for weather in checkpoint.weathers:
+        masks = checkpoint.masks[weather].values()
+        assert storage["masks"][weather] == sum(-(-m.size // 8) for m in masks)
+        assert storage["specific"][weather] == 4 * sum(int(m.sum()) for m in masks)
+    assert storage["compact_all_weathers"] == storage["common"] + sum(
+        storage["masks"].values()) + sum(storage["specific"].values())
     text = _gpmask("inspect", str(checkpoint_path)).stdout
     assert "overlap rain/raindrop" in text and f"{checkpoint.num_parameters():,}" in text
+    assert f"{storage['dense_all_weathers'] / 2**20:.2f} MiB" in text
+    layers = _gpmask("inspect", str(checkpoint_path), "--layers").stdout.splitlines()
+    row = next(line.split() for line in layers if line.split()[:1] == ["head.weight"])
+    assert row[1:4] == [f"{checkpoint.density(w).per_parameter['head.weight']:.1%}"
+                        for w in checkpoint.weathers]
+    assert row[5] == f"{summary['overlap_per_layer']['rain/snow']['head.weight']:.1%}"
+
+
+def test_mask_report_files(tmp_path: Path) -> None:
+    from gpmask.masking.report import mask_report, write_mask_report
+
+    checkpoint = make_checkpoint(weathers=("rain", "snow"), seed=6)
+    history = {"mask_growth": [{"step": 5, "rain": {"density": 0.3, "changed": 0.3},
+                                "snow": {"density": 0.3, "changed": 0.3}}]}
+    report = mask_report(checkpoint, history)
+    write_mask_report(report, tmp_path / "m.json", tmp_path / "m.png")
+    assert json.loads((tmp_path / "m.json").read_text())["overlap_per_layer"]["rain/snow"] == (
+        pytest.approx(checkpoint.overlap_per_parameter("rain", "snow")))
+    import cv2
+
+    image = cv2.imread(str(tmp_path / "m.png"))
+    assert image is not None and image.shape[1] > 2 * image.shape[0]
 
 
 def test_cli_error_is_one_line(tmp_path: Path) -> None:

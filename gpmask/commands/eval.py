@@ -1,10 +1,15 @@
 """Measure PSNR and SSIM per weather: degraded input, common model, each weather's baked model.
 
 Held-out images only: synthetic weather on scikit-image sample images never used
-in training (default), on --images DIR, or paired folders with --data.
+in training (default), on --images DIR, or paired folders with --data. Synthetic
+weather is measured in two styles (--style): ``train``, the family of looks the
+trainer renders (in distribution), and ``heldout``, a rendering family training
+never sees (other drop shapes, streaks and flakes, optics outside the training
+ranges), which shows whether a model generalises beyond its own renderer.
 
 examples:
   gpmask eval demo
+  gpmask eval demo --style heldout --count 16
   gpmask eval model.gpmask.safetensors --data rain=/data/outdoor_rain:outdoor-rain -o eval.json
 """
 
@@ -12,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+
+from gpmask.commands.options import add_no_progress
+from gpmask.sizes import format_size, size_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,36 +30,70 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="WEATHER=DIR[:LAYOUT]",
         help="paired folder for one weather (repeat)",
     )
-    parser.add_argument("--images", help="folder of clean held-out images for synthetic weather")
-    parser.add_argument("--count", type=int, default=8, help="images per weather (synthetic)")
-    parser.add_argument("--size", default="256x256", help="HxW of synthetic evaluation images")
-    parser.add_argument("--severity", type=float, default=1.0, help="synthetic weather severity")
-    parser.add_argument("--seed", type=int, default=1234, help="synthetic weather seed")
-    parser.add_argument("-o", "--output", default="eval.json", help="JSON report to write")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--images",
+        help="folder of clean held-out images for synthetic weather (default: the held-out "
+             "scikit-image samples)",
+    )
+    parser.add_argument(
+        "--count", type=int, default=8, help="images per weather and style (synthetic; default 8)"
+    )
+    parser.add_argument(
+        "--size", type=size_argument, default=(256, 256), metavar="HxW",
+        help="HxW of synthetic evaluation images (default 256x256)",
+    )
+    parser.add_argument(
+        "--severity", type=float, default=1.0, help="synthetic weather severity (default 1.0)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1234, help="synthetic weather seed (default 1234)"
+    )
+    parser.add_argument(
+        "--style",
+        choices=["train", "heldout", "both"],
+        help="synthetic weather family: the trainer's (train), one training never sees "
+             "(heldout), or both, one table each (default both; synthetic only)",
+    )
+    parser.add_argument(
+        "-o", "--output", default="eval.json", help="JSON report to write (default eval.json)"
+    )
+    add_no_progress(parser)
 
 
-def _pairs(args: argparse.Namespace, weathers: list[str]) -> dict:
+def _pairs(args: argparse.Namespace, weathers: list[str]) -> dict[str, dict]:
+    """Evaluation pairs per style (``data`` for --data folders), then per weather."""
     from gpmask.data.clean import load_image_folder, sample_images
     from gpmask.data.paired import parse_data_spec
     from gpmask.data.pairs import SyntheticPairs
+    from gpmask.data.synthetic import STYLES
     from gpmask.errors import GpmaskError
 
     if args.data:
+        if args.style:
+            raise GpmaskError("--style chooses synthetic weather; --data folders have their own")
         pairs = {}
         for spec in args.data:
             weather, folder = parse_data_spec(spec)
             pairs[weather] = [folder.load(i) for i in range(len(folder))]
-        return pairs
-    try:
-        height, width = (int(v) for v in args.size.lower().split("x"))
-    except ValueError as exc:
-        raise GpmaskError(f"--size {args.size!r}: expected HxW such as 256x256") from exc
+        return {"data": pairs}
     images = load_image_folder(args.images) if args.images else sample_images("heldout")
     source = SyntheticPairs(
         images, weathers=tuple(weathers), seed=args.seed, severity=args.severity
     )
-    return {w: source.eval_pairs(w, args.count, size=(height, width)) for w in weathers}
+    styles = STYLES if args.style in (None, "both") else (args.style,)
+    return {
+        style: {w: source.eval_pairs(w, args.count, size=args.size, style=style)
+                for w in weathers}
+        for style in styles
+    }
+
+
+#: What each style's table is headed with.
+STYLE_TITLES = {
+    "train": "synthetic weather, training style (in distribution)",
+    "heldout": "synthetic weather, held-out style (a rendering family training never saw)",
+    "data": "paired folders",
+}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,15 +107,21 @@ def run(args: argparse.Namespace) -> int:
     check_file_output(args.output)
     checkpoint = MaskedCheckpoint.load(args.checkpoint)
     pairs = _pairs(args, checkpoint.weathers)
-    for weather in pairs:
+    for weather in next(iter(pairs.values())):
         checkpoint.bake_numpy(weather)  # refuses a weather the checkpoint lacks
-    results = evaluate_checkpoint(checkpoint, pairs, progress=not args.no_progress)
+    results = {
+        style: evaluate_checkpoint(checkpoint, by_weather, progress=not args.no_progress)
+        for style, by_weather in pairs.items()
+    }
     report = {
         "checkpoint": str(resolve_checkpoint(args.checkpoint)),
-        "data": args.data or f"synthetic {args.size} x{args.count}",
+        "data": args.data or f"synthetic {format_size(args.size)} x{args.count}",
         "results": results,
     }
     write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
-    print(format_evaluation(results))
+    for style, style_results in results.items():
+        print(f"{STYLE_TITLES[style]}:")
+        print(format_evaluation(style_results))
+        print()
     print(f"wrote {args.output}")
     return 0

@@ -60,7 +60,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="auto: 'clear' must win M decisions in a row to end a weather "
                              f"(default {defaults.clear_after})")
     parser.add_argument("--clear", default="pass", choices=["pass", "common"],
-                        help="frames routed to 'clear': pass through, or the common graph")
+                        help="frames routed to 'clear': pass through, or the common graph "
+                             "(default pass)")
     add_no_progress(parser)
 
 

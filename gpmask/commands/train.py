@@ -20,6 +20,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from gpmask.commands.options import add_no_progress
 from gpmask.errors import GpmaskError
 
 
@@ -28,7 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", required=True, help="checkpoint to write (.gpmask.safetensors)"
     )
     parser.add_argument(
-        "--preset", help="named recipe whose settings the other options override (demo)"
+        "--preset", help="named recipe whose settings the other options override (demo); the "
+             "defaults below are those without a preset"
     )
     parser.add_argument(
         "--arch",
@@ -47,9 +49,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="paired folder for one weather (repeat per weather)",
     )
     parser.add_argument("--images", help="folder of clean images for synthetic weather")
-    parser.add_argument("--severity", type=float, default=1.0, help="synthetic weather severity")
-    parser.add_argument("--base-steps", type=int, help="stage 1 (common model) steps")
-    parser.add_argument("--masked-steps", type=int, help="stage 2 (masked) steps")
+    parser.add_argument(
+        "--severity", type=float, default=1.0, help="synthetic weather severity (default 1.0)"
+    )
+    parser.add_argument(
+        "--base-steps", type=int, help="stage 1 (common model) steps (default 2000)"
+    )
+    parser.add_argument(
+        "--masked-steps", type=int,
+        help="stage 2 training steps of the specific values (default 1000)",
+    )
     parser.add_argument(
         "--weather-steps",
         action="append",
@@ -57,27 +66,64 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="stage-2 steps of one weather instead of --masked-steps (repeat; needs "
              "--common frozen)",
     )
-    parser.add_argument("--selection-steps", type=int, help="stage-2 steps during which masks grow")
     parser.add_argument(
-        "--top-fraction", type=float, help="fraction of each tensor that is a candidate (0.4)"
+        "--density",
+        type=float,
+        help="fraction of EACH parameter tensor specific to each weather, in (0, 1] "
+             "(default 0.1; evidence selection)",
     )
-    parser.add_argument("--consecutive", type=int, help="steps in a row to join a mask (3)")
+    parser.add_argument(
+        "--selection",
+        choices=["evidence", "consecutive"],
+        help="how masks are chosen: 'evidence' keeps exactly the top --density of each tensor "
+             "by average normalised |gradient| measured at the common model over "
+             "--selection-steps steps that train nothing; 'consecutive' grows masks from "
+             "streaks of top --top-fraction selections while training (default evidence)",
+    )
+    parser.add_argument(
+        "--exclusive",
+        action="store_true",
+        default=None,
+        help="disjoint masks: an element specific to several weathers goes to the one with "
+             "the most evidence, the others refill to exactly --density (evidence only; "
+             "default off)",
+    )
+    parser.add_argument(
+        "--selection-steps",
+        type=int,
+        help="evidence: measuring steps before training (default 200); consecutive: "
+             "training steps during which masks grow",
+    )
+    parser.add_argument(
+        "--top-fraction", type=float,
+        help="consecutive: fraction of each tensor that is a candidate (default 0.4)",
+    )
+    parser.add_argument(
+        "--consecutive", type=int, help="consecutive: steps in a row to join a mask (default 3)"
+    )
     parser.add_argument(
         "--common",
         dest="common_update",
         choices=["mean", "uncertainty", "frozen"],
-        help="how stage 2 updates the common values",
+        help="how stage 2 updates the common values (default mean)",
     )
-    parser.add_argument("--loss", choices=["charbonnier", "l1", "mse"])
     parser.add_argument(
-        "--perceptual-weights", help="local VGG-16 state dict for a perceptual term"
+        "--loss", choices=["charbonnier", "l1", "mse"], help="pixel loss (default charbonnier)"
     )
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--crop", type=int, help="training crop size in pixels")
-    parser.add_argument("--base-lr", type=float)
-    parser.add_argument("--masked-lr", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--perceptual-weights",
+        help="local VGG-16 state dict for a perceptual term (default none)",
+    )
+    parser.add_argument("--batch-size", type=int, help="images per weather per step (default 8)")
+    parser.add_argument(
+        "--crop", type=int, help="side of the square training crops, in pixels (default 64)"
+    )
+    parser.add_argument("--base-lr", type=float, help="stage-1 peak learning rate (default 5e-4)")
+    parser.add_argument(
+        "--masked-lr", type=float, help="stage-2 peak learning rate (default 5e-4)"
+    )
+    parser.add_argument("--seed", type=int, help="seed of weights and data (default 0)")
+    add_no_progress(parser)
 
 
 def _config(args: argparse.Namespace):

@@ -175,9 +175,14 @@ class SyntheticPairs:
         return random_crops(rng, lambda i: self._pooled(weather, i), count, batch_size, crop)
 
     def eval_pairs(
-        self, weather: str, count: int, size: tuple[int, int] | None = None
+        self, weather: str, count: int, size: tuple[int, int] | None = None,
+        style: str = "train",
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``count`` (degraded, clean) float32 HxWx3 pairs, fitted to ``size`` if given."""
+        """``count`` (degraded, clean) float32 HxWx3 pairs, fitted to ``size`` if given.
+
+        ``style`` is the synthetic weather's family (:data:`~gpmask.data.synthetic.STYLES`):
+        ``train`` is the one training crops come from, ``heldout`` one training never sees.
+        """
         _check_weather(weather, self.weathers)
         pairs = []
         for i in range(count):
@@ -185,7 +190,7 @@ class SyntheticPairs:
             if size is not None:
                 clean = fit_to_size(clean, size)
             seed = self._variant_seed(_weather_key(weather), _weather_key("eval"), i)
-            pairs.append((degrade(clean, weather, seed, self.severity), clean))
+            pairs.append((degrade(clean, weather, seed, self.severity, style=style), clean))
         return pairs
 
 

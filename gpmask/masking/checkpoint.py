@@ -315,21 +315,32 @@ class MaskedCheckpoint:
         selected = sum(int(m.sum()) for m in masks.values())
         return MaskDensity(selected / max(self.num_parameters(), 1), per_param)
 
+    def _mask_or_empty(self, weather: str, name: str) -> np.ndarray:
+        mask = self.masks.get(weather, {}).get(name)
+        return mask if mask is not None else np.zeros(self.common[name].shape, bool)
+
     def overlap(self, first: str, second: str) -> float:
         """Intersection over union of two weathers' masks, over all parameters."""
         self._check_weather(first)
         self._check_weather(second)
         inter = union = 0
         for name in self.common:
-            a = self.masks.get(first, {}).get(name)
-            b = self.masks.get(second, {}).get(name)
-            if a is None and b is None:
-                continue
-            a = a if a is not None else np.zeros(self.common[name].shape, bool)
-            b = b if b is not None else np.zeros(self.common[name].shape, bool)
+            a, b = self._mask_or_empty(first, name), self._mask_or_empty(second, name)
             inter += int(np.logical_and(a, b).sum())
             union += int(np.logical_or(a, b).sum())
         return inter / union if union else 0.0
+
+    def overlap_per_parameter(self, first: str, second: str) -> dict[str, float]:
+        """Intersection over union of two weathers' masks in each parameter (0 where both
+        masks are empty)."""
+        self._check_weather(first)
+        self._check_weather(second)
+        result = {}
+        for name in self.common:
+            a, b = self._mask_or_empty(first, name), self._mask_or_empty(second, name)
+            union = int(np.logical_or(a, b).sum())
+            result[name] = int(np.logical_and(a, b).sum()) / union if union else 0.0
+        return result
 
 
 def _to_numpy(value: Any) -> np.ndarray:

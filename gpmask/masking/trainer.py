@@ -5,17 +5,25 @@ Read top to bottom:
 1. **Stage 1** trains the network on mixed batches (one batch of every weather per
    step). Its weights become the common values C.
 2. **Stage 2** keeps C, and per weather w a dense tensor S_w of specific values plus a
-   mask M_w (:class:`~gpmask.masking.masks.GradientMaskSelector`). Each step, for each
-   weather, the network runs with W_w = where(M_w, S_w, C); the gradient g_w of that
-   weather's loss with respect to W_w
+   mask M_w (:mod:`gpmask.masking.masks`). It starts with the selection window:
 
-   - picks mask candidates (top |g_w| per tensor; during the selection window only),
+   - ``evidence`` selection (default): ``selection_steps`` steps that only measure.
+     Each runs one batch of every weather through the common network, and the
+     gradient g_w scores the elements; nothing trains, so every gradient is taken at
+     C, where the specific values start. Then each tensor's top ``density`` per
+     weather becomes M_w, fixed from then on, and ``masked_steps`` training steps follow.
+   - ``consecutive`` selection: masks grow during the first ``selection_steps`` of
+     the ``masked_steps`` training steps, from the gradients of those steps.
+
+   Each training step, for each weather, the network runs with W_w = where(M_w, S_w, C);
+   the gradient g_w of that weather's loss with respect to W_w
+
    - updates S_w where M_w is set (g_w only: no other weather touches S_w),
    - adds to C's gradient where M_w is not set, weighted per weather (equal weights,
      or learned uncertainty weights), unless C is frozen.
 
    The gradient is read from the network's own parameters after backward, so under
-   DistributedDataParallel it is already averaged over ranks and every rank grows
+   DistributedDataParallel it is already averaged over ranks and every rank selects
    the same masks.
 3. The result is a :class:`~gpmask.masking.checkpoint.MaskedCheckpoint`.
 
@@ -42,7 +50,7 @@ from gpmask.fileio import atomic_path
 from gpmask.masking.checkpoint import MaskedCheckpoint
 from gpmask.masking.distributed import DistributedContext, barrier
 from gpmask.masking.losses import RestorationLoss
-from gpmask.masking.masks import GradientMaskSelector
+from gpmask.masking.masks import SELECTIONS, ConsecutiveMaskSelector, EvidenceMaskSelector
 from gpmask.model import build_model
 
 COMMON_UPDATES = ("mean", "uncertainty", "frozen")
@@ -63,6 +71,13 @@ class TrainConfig:
     #: others without changing them.
     weather_steps: dict[str, int] = field(default_factory=dict)
     selection_steps: int = 200
+    #: ``evidence`` (exactly ``density`` of each tensor per weather, chosen from gradients
+    #: measured at the common model) or ``consecutive`` (masks grow from streaks of
+    #: top-``top_fraction`` selections while training; ``density`` is then unused).
+    selection: str = "evidence"
+    density: float = 0.1
+    #: Disjoint masks (``evidence`` only): an element goes to one weather at most.
+    exclusive: bool = False
     batch_size: int = 8
     crop: int = 64
     base_lr: float = 5e-4
@@ -77,8 +92,13 @@ class TrainConfig:
     report_every: int = 50
 
     def steps_of(self, weather: str) -> int:
-        """Stage-2 steps of ``weather``."""
+        """Stage-2 training steps of ``weather``."""
         return self.weather_steps.get(weather, self.masked_steps)
+
+    @property
+    def measuring_steps(self) -> int:
+        """Stage-2 steps before training starts: the evidence window, which only measures."""
+        return self.selection_steps if self.selection == "evidence" else 0
 
     def validate(self) -> None:
         if self.common_update not in COMMON_UPDATES:
@@ -99,6 +119,22 @@ class TrainConfig:
                               "update takes a step of every weather at once")
         if self.batch_size < 1 or self.crop < 8:
             raise GpmaskError("batch size must be >= 1 and crop >= 8")
+        if self.selection not in SELECTIONS:
+            raise GpmaskError(
+                f"unknown mask selection {self.selection!r}; use {', '.join(SELECTIONS)}"
+            )
+        if not 0.0 < self.density <= 1.0:
+            raise GpmaskError(f"density must be in (0, 1], got {self.density}")
+        if self.selection == "evidence" and self.density < 1.0 and self.selection_steps < 1:
+            raise GpmaskError("evidence selection needs at least 1 selection step "
+                              "(or density 1: every element specific)")
+        if self.exclusive and self.selection != "evidence":
+            raise GpmaskError("--exclusive needs --selection evidence")
+        if self.exclusive and self.density * len(self.weathers) > 1.0:
+            raise GpmaskError(
+                f"--exclusive needs density x weathers <= 1, got {self.density} x "
+                f"{len(self.weathers)}: disjoint masks cannot hold more than every element"
+            )
 
 
 @dataclass
@@ -136,7 +172,12 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 class Trainer:
-    """Runs both GGPM stages on one process or one rank of a torchrun job."""
+    """Runs both GGPM stages on one process or one rank of a torchrun job.
+
+    ``common_weights`` (a state dict) skips stage 1: stage 2 starts from those common
+    values. Several stage-2 runs from one stage-1 model (:meth:`train_common`) compare
+    settings on the same common model.
+    """
 
     def __init__(
         self,
@@ -145,6 +186,7 @@ class Trainer:
         state_path: str | os.PathLike | None = None,
         context: DistributedContext | None = None,
         progress: bool = True,
+        common_weights: dict[str, torch.Tensor] | None = None,
     ) -> None:
         config.validate()
         missing = [w for w in config.weathers if w not in source.weathers]
@@ -168,6 +210,7 @@ class Trainer:
             wrapped = nn.parallel.DistributedDataParallel(wrapped)
         self.forward = wrapped
         self.names = [name for name, _ in self.network.named_parameters()]
+        self.common_weights = common_weights
         self.stage = 1
         self.step = 0
         self.history: dict[str, Any] = {"base_loss": [], "masked_loss": {}, "mask_growth": []}
@@ -223,12 +266,15 @@ class Trainer:
             w: {n: nn.Parameter(p.detach().clone()) for n, p in params.items()}
             for w in config.weathers
         }
-        self.selector = GradientMaskSelector(
-            {n: p.shape for n, p in params.items()},
-            config.weathers,
-            config.top_fraction,
-            config.consecutive,
-        )
+        shapes = {n: p.shape for n, p in params.items()}
+        if config.selection == "evidence":
+            self.selector = EvidenceMaskSelector(
+                shapes, config.weathers, config.density, config.exclusive
+            )
+        else:
+            self.selector = ConsecutiveMaskSelector(
+                shapes, config.weathers, config.top_fraction, config.consecutive
+            )
         self.log_variance = nn.Parameter(torch.zeros(len(config.weathers)))
         self.common_optimizer = torch.optim.Adam(
             [*self.common.values(), self.log_variance], lr=config.masked_lr
@@ -239,13 +285,34 @@ class Trainer:
         }
         self.history["masked_loss"] = {w: [] for w in config.weathers}
 
-    def _masked_step(self) -> None:
+    def _measure_step(self) -> None:
+        """One step of the evidence window: each weather's gradient at C, nothing trains."""
+        params = self._params()
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(self.common[name])
+        for weather in self.config.weathers:
+            self.network.zero_grad(set_to_none=True)
+            self._loss(*self._batch(weather, self.step)).backward()
+            self.selector.update(weather, {n: p.grad.detach() for n, p in params.items()})
+
+    def _fix_masks(self) -> None:
+        """End the selection window; specific values start from C wherever they are new."""
+        masks = self.selector.freeze()
+        if self.selector.trains_during_window:
+            return  # consecutive: each element was seeded when it joined
+        with torch.no_grad():
+            for weather, by_name in masks.items():
+                for name, mask in by_name.items():
+                    self.specific[weather][name][mask] = self.common[name][mask]
+
+    def _masked_step(self, train_step: int) -> None:
         config = self.config
         params = self._params()
         common_grad = {n: torch.zeros_like(p) for n, p in self.common.items()}
         losses = []
         for index, weather in enumerate(config.weathers):
-            if self.step >= config.steps_of(weather):
+            if train_step >= config.steps_of(weather):
                 continue
             masks, specific = self.selector.masks[weather], self.specific[weather]
             with torch.no_grad():
@@ -268,7 +335,7 @@ class Trainer:
             losses.append(loss.detach())
             self.history["masked_loss"][weather].append(loss.item())
         for weather, optimizer in self.specific_optimizers.items():
-            if self.step < config.steps_of(weather):
+            if train_step < config.steps_of(weather):
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         if config.common_update != "frozen":
@@ -284,40 +351,44 @@ class Trainer:
 
     def _train_masked(self) -> None:
         config = self.config
-        done = self.step
-        total = max(config.steps_of(w) for w in config.weathers)
+        measuring = config.measuring_steps
+        total = measuring + max(config.steps_of(w) for w in config.weathers)
         bar = tqdm(
             total=total,
-            initial=done,
-            desc="stage 2: masked",
+            initial=self.step,
+            desc="stage 2: masks and specific values",
             disable=not self.progress,
             unit="step",
         )
         while self.step < total:
-            _set_lr(self.common_optimizer,
-                    _cosine(self.step, config.masked_steps, config.masked_lr))
-            for weather, optimizer in self.specific_optimizers.items():
-                _set_lr(optimizer, _cosine(self.step, config.steps_of(weather), config.masked_lr))
-            if self.step == config.selection_steps:
-                self.selector.freeze()
-            self._masked_step()
+            if self.step == config.selection_steps and not self.selector.frozen:
+                self._fix_masks()
+            if self.step < measuring:
+                self._measure_step()
+            else:
+                train_step = self.step - measuring
+                _set_lr(self.common_optimizer,
+                        _cosine(train_step, config.masked_steps, config.masked_lr))
+                for weather, optimizer in self.specific_optimizers.items():
+                    _set_lr(optimizer,
+                            _cosine(train_step, config.steps_of(weather), config.masked_lr))
+                self._masked_step(train_step)
             self.step += 1
             if self.step % config.report_every == 0 or self.step == total:
                 self._record_mask_growth()
-            bar.set_postfix({w[:6]: f"{self.selector.density(w):.2f}" for w in config.weathers})
+                bar.set_postfix({w[:6]: f"{e['density']:.2f}"
+                                 for w, e in self.history["mask_growth"][-1].items()
+                                 if w != "step"})
             bar.update()
             self._maybe_save()
+        if not self.selector.frozen:  # a window as long as stage 2 (or longer)
+            self._fix_masks()
         bar.close()
 
     def _record_mask_growth(self) -> None:
-        """Append each mask's density and the fraction of elements that joined since last time."""
-        growth = self.history["mask_growth"]
-        entry: dict[str, Any] = {"step": self.step}
-        for weather in self.config.weathers:
-            density = self.selector.density(weather)
-            previous = growth[-1][weather]["density"] if growth else 0.0
-            entry[weather] = {"density": density, "changed": density - previous}
-        growth.append(entry)
+        """Append each mask's density and the fraction of elements that changed since last time
+        (during an evidence window: of the masks the scores so far would give)."""
+        self.history["mask_growth"].append({"step": self.step, **self.selector.record()})
 
     # ----------------------------------------------------------------- state
     def _state(self, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
@@ -379,13 +450,24 @@ class Trainer:
             self.specific_optimizers[weather].load_state_dict(opt_state)
 
     # ----------------------------------------------------------------- entry
-    def run(self) -> TrainResult:
-        """Train both stages (resuming if a state file exists); return the masked checkpoint."""
-        started = time.perf_counter()
+    def train_common(self) -> dict[str, torch.Tensor]:
+        """Stage 1 (resuming if a state file exists), or ``common_weights`` if given: the
+        common values as a state dict. :meth:`run` calls it first."""
         base_optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.base_lr)
         self._resume(base_optimizer)
         if self.stage == 1:
-            self._train_base(base_optimizer)
+            if self.common_weights is None:
+                self._train_base(base_optimizer)
+            else:
+                self.network.load_state_dict(self.common_weights)
+        source = self.common if self.stage == 2 else dict(self.network.state_dict())
+        return {n: v.detach().clone() for n, v in source.items()}
+
+    def run(self) -> TrainResult:
+        """Train both stages (resuming if a state file exists); return the masked checkpoint."""
+        started = time.perf_counter()
+        self.train_common()
+        if self.stage == 1:
             self.stage, self.step = 2, 0
             self._start_masked()
         self._train_masked()
@@ -410,6 +492,7 @@ class Trainer:
             "settings": asdict(self.config),
             "data": getattr(self.source, "description", type(self.source).__name__),
             "world_size": self.context.world_size,
+            "stage1": "given common weights" if self.common_weights is not None else "trained",
             "train_seconds": round(seconds, 1),
         }
         return MaskedCheckpoint.from_weights(

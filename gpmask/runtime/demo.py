@@ -80,9 +80,10 @@ def make_clip(
             if weather == CLEAR:
                 degraded = clean
             else:
-                frame_seed = seed * 100_003 + segment * 1009 + (
-                    0 if weather in STATIC_WEATHERS else step)
-                degraded = degrade(clean, weather, seed=frame_seed)
+                segment_seed = seed * 100_003 + segment * 1009
+                frame_seed = segment_seed + (0 if weather in STATIC_WEATHERS else step)
+                # One look (haze, wind, flake sizes) per segment; streaks and flakes move.
+                degraded = degrade(clean, weather, seed=frame_seed, look_seed=segment_seed)
             clip.clean.append(_to_bgr_uint8(clean))
             clip.degraded.append(_to_bgr_uint8(degraded))
             clip.weathers.append(weather)
