@@ -239,6 +239,22 @@ def test_inspect_verb_prints_the_summary_and_spots_damage(exported, tmp_path, ca
             in describe_bundle(damaged))
 
 
+def test_inspect_json_of_a_bundle_gives_the_same_figures_as_data(exported, capsys) -> None:
+    _, bundle = exported
+    assert main(["inspect", str(bundle), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["weathers"] == list(WEATHERS)
+    assert summary["damage"] is None
+    assert {(row["weather"], row["file"]) for row in summary["graphs"]} == {
+        (g, f"{g}.onnx") for g in GRAPHS}
+    fp32 = summary["sharing"]["fp32"]
+    assert fp32["stored_bytes"] == (bundle / "weights.bin").stat().st_size
+    assert fp32["referenced_bytes"] == sum(
+        length for g in GRAPHS
+        for _, _, length in initializer_records(bundle / f"{g}.onnx").values())
+    assert summary["weight_files"] == {"weights.bin": fp32["stored_bytes"]}
+
+
 def test_describe_bundle_names_a_missing_graph(exported, tmp_path) -> None:
     _, bundle = exported
     copy = tmp_path / "copy"

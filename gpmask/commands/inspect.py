@@ -11,6 +11,7 @@ examples:
   gpmask inspect demo
   gpmask inspect demo --layers
   gpmask inspect bundle/
+  gpmask inspect bundle/ --json
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ _MIB = 1024 * 1024
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="checkpoint file (or 'demo') or bundle folder")
-    parser.add_argument("--json", action="store_true", help="print the checkpoint summary as JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print the summary as JSON (default text)")
     parser.add_argument(
         "--layers",
         action="store_true",
@@ -68,9 +70,10 @@ def _layer_table(summary: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if Path(args.target).is_dir():
         from gpmask.bundle import Bundle
-        from gpmask.export.summary import describe_bundle
+        from gpmask.export.summary import bundle_summary, format_bundle_summary
 
-        print(describe_bundle(args.target))
+        bundle = bundle_summary(args.target)
+        print(json.dumps(bundle, indent=2) if args.json else format_bundle_summary(bundle))
         Bundle.open(args.target)  # verifies every file: a damaged bundle ends in exit 2
         return 0
     summary = describe_checkpoint(args.target)

@@ -106,95 +106,160 @@ def graph_bytes(graph_path: Path) -> GraphBytes:
                       records)
 
 
-def _integrity(bundle: Bundle) -> str:
+def _integrity(bundle: Bundle) -> str | None:
+    """``None`` when every file matches its manifest sha256, else what does not."""
     try:
         bundle.verify()
     except GpmaskError as exc:
-        return f"DAMAGED: {exc}"
-    return "every file matches its manifest sha256"
+        return str(exc)
+    return None
 
 
-def describe_bundle(path: str | os.PathLike) -> str:
-    """A human-readable summary of the bundle at ``path``, damaged files included."""
-    bundle = Bundle.open(path, verify=False)  # damage is reported below, not raised
-    manifest = bundle.manifest
-    spec = manifest["input"]
-    shape = "x".join("?" if d is None else str(d) for d in spec.get("shape", []))
-    lines = [
-        f"bundle        {bundle.root}",
-        f"weathers      {', '.join(bundle.weathers)} (default {bundle.default_weather})",
-        f"input         {spec['name']} {spec['layout']} {spec['dtype']} {shape} "
-        f"range {spec.get('range')}, H and W multiples of {bundle.size_multiple}",
-        f"output        {manifest['output']['name']}",
-    ]
-    names = [COMMON, *bundle.weathers]
-    rows = [("weather", "precision", "layout", "file", "graph", "weights used",
-             "stored for it", "as dense")]
-    weight_files = {w["path"]: w["bytes"] for w in manifest["weights"]}
+def _graph_rows(bundle: Bundle) -> tuple[list[dict], dict[str, dict[str, GraphBytes]]]:
+    """One row per (weather, precision) graph the manifest lists, and the byte figures of
+    the graphs that could be read, per precision then weather."""
+    rows: list[dict] = []
     figures: dict[str, dict[str, GraphBytes]] = defaultdict(dict)
+    names = [COMMON, *bundle.weathers]
     for precision in dict.fromkeys(p for w in names for p in bundle.precisions(w)):
         for weather in names:
             if precision not in bundle.precisions(weather):
                 continue
             graph = bundle.graph_path(weather, precision)
+            row = {"weather": weather, "precision": precision, "file": graph.name}
             if not graph.is_file():
-                rows.append((weather, precision, "-", graph.name, "MISSING", "-", "-", "-"))
+                rows.append(row | {"status": "missing"})
                 continue
             try:
                 figures[precision][weather] = graph_bytes(graph)
             except GpmaskError:
-                rows.append((weather, precision, "-", graph.name, "UNREADABLE", "-", "-", "-"))
+                rows.append(row | {"status": "unreadable"})
         common = figures[precision].get(COMMON)
         common_records = set(common.records.values()) if common else set()
         for weather, figure in figures[precision].items():
             own = set(figure.records.values()) - (common_records if weather != COMMON else set())
-            rows.append((weather, precision, "compact" if figure.compact else "dense",
-                         bundle.graph_path(weather, precision).name,
-                         format_bytes(figure.graph), format_bytes(sum(figure.referenced.values())),
-                         format_bytes(sum(length for _, _, length in own)),
-                         format_bytes(figure.dense)))
-    widths = [max(len(row[i]) for row in rows) + 2 for i in range(len(rows[0]) - 1)]
+            rows.append({
+                "weather": weather, "precision": precision,
+                "file": bundle.graph_path(weather, precision).name, "status": "ok",
+                "layout": "compact" if figure.compact else "dense",
+                "graph_bytes": figure.graph,
+                "referenced_bytes": sum(figure.referenced.values()),
+                "stored_for_it_bytes": sum(length for _, _, length in own),
+                "dense_bytes": figure.dense,
+            })
+    return rows, figures
+
+
+def _sharing(per_graph: dict[str, GraphBytes], weight_files: dict[str, int]) -> dict:
+    """One precision's bytes: stored, referenced, the bundle against single-weather exports
+    and against the dense layout."""
+    refs: dict[str, int] = defaultdict(int)
+    for figure in per_graph.values():
+        for location, count in figure.referenced.items():
+            refs[location] += count
+    files = [f for f in refs if f in weight_files]
+    return {
+        "weight_files": files,
+        "stored_bytes": sum(weight_files[f] for f in files),
+        "referenced_bytes": sum(refs.values()),
+        "bundle_bytes": sum(weight_files[f] for f in files)
+        + sum(figure.graph for figure in per_graph.values()),
+        "single_weather_exports_bytes": sum(figure.dense + figure.graph for weather, figure
+                                            in per_graph.items() if weather != COMMON),
+        "dense_layout_bytes": sum(figure.dense + figure.graph for figure in per_graph.values()),
+    }
+
+
+def bundle_summary(path: str | os.PathLike) -> dict:
+    """What ``gpmask inspect BUNDLE`` reports, as data (``--json`` prints it): damaged or
+    missing files are described (``damage``), not raised."""
+    bundle = Bundle.open(path, verify=False)
+    manifest = bundle.manifest
+    rows, figures = _graph_rows(bundle)
+    weight_files = {w["path"]: w["bytes"] for w in manifest["weights"]}
+    return {
+        "bundle": str(bundle.root),
+        "weathers": list(bundle.weathers),
+        "default_weather": bundle.default_weather,
+        "input": manifest["input"],
+        "size_multiple": bundle.size_multiple,
+        "output": manifest["output"]["name"],
+        "graphs": rows,
+        "weight_files": weight_files,
+        "sharing": {precision: _sharing(per_graph, weight_files)
+                    for precision, per_graph in figures.items()},
+        "engines": [{"weather": weather, "precision": precision, **record}
+                    for weather, per_precision in manifest.get("engines", {}).items()
+                    for precision, record in per_precision.items()],
+        "verification": manifest.get("verification", {"status": "unknown"}),
+        "damage": _integrity(bundle),
+    }
+
+
+def format_bundle_summary(summary: dict) -> str:
+    """:func:`bundle_summary` as the text ``gpmask inspect BUNDLE`` prints."""
+    spec = summary["input"]
+    shape = "x".join("?" if d is None else str(d) for d in spec.get("shape", []))
+    lines = [
+        f"bundle        {summary['bundle']}",
+        f"weathers      {', '.join(summary['weathers'])} (default {summary['default_weather']})",
+        f"input         {spec['name']} {spec['layout']} {spec['dtype']} {shape} "
+        f"range {spec.get('range')}, H and W multiples of {summary['size_multiple']}",
+        f"output        {summary['output']}",
+    ]
+    table = [("weather", "precision", "layout", "file", "graph", "weights used",
+              "stored for it", "as dense")]
+    for row in summary["graphs"]:
+        if row["status"] == "ok":
+            table.append((row["weather"], row["precision"], row["layout"], row["file"],
+                          *(format_bytes(row[key]) for key in (
+                              "graph_bytes", "referenced_bytes", "stored_for_it_bytes",
+                              "dense_bytes"))))
+        else:
+            table.append((row["weather"], row["precision"], "-", row["file"],
+                          row["status"].upper(), "-", "-", "-"))
+    widths = [max(len(row[i]) for row in table) + 2 for i in range(len(table[0]) - 1)]
     lines.append("graphs")
     lines += ["  " + "".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + row[-1]
-              for row in rows]
+              for row in table]
     lines.append("weights")
+    weight_files = summary["weight_files"]
     name_width = max([widths[0], *(len(name) + 2 for name in weight_files)])
     lines += [f"  {name.ljust(name_width)}{format_bytes(size)}" for name, size in
               weight_files.items()]
     lines.append("sharing")
-    for precision, per_graph in figures.items():
-        refs: dict[str, int] = defaultdict(int)
-        for figure in per_graph.values():
-            for location, count in figure.referenced.items():
-                refs[location] += count
-        files = [f for f in refs if f in weight_files]
-        stored = sum(weight_files[f] for f in files)
-        referenced = sum(refs.values())
-        total = stored + sum(figure.graph for figure in per_graph.values())
-        alone = sum(figure.dense + figure.graph for weather, figure in per_graph.items()
-                    if weather != COMMON)
-        as_dense = sum(figure.dense + figure.graph for figure in per_graph.values())
+    for precision, sharing in summary["sharing"].items():
+        stored, referenced = sharing["stored_bytes"], sharing["referenced_bytes"]
+        total, alone = sharing["bundle_bytes"], sharing["single_weather_exports_bytes"]
+        as_dense = sharing["dense_layout_bytes"]
         indent = " " * len(precision)
         lines.append(
-            f"  {precision}: {format_bytes(stored)} stored in {', '.join(files) or '-'} for "
+            f"  {precision}: {format_bytes(stored)} stored in "
+            f"{', '.join(sharing['weight_files']) or '-'} for "
             f"{format_bytes(referenced)} referenced by the graphs "
             f"({referenced / max(stored, 1):.2f}x)"
         )
         lines.append(
             f"  {indent}  bundle {format_bytes(total)} (with common) vs "
-            f"{len(bundle.weathers)} single-weather exports {format_bytes(alone)} "
+            f"{len(summary['weathers'])} single-weather exports {format_bytes(alone)} "
             f"({total / max(alone, 1):.2f}x)"
         )
         lines.append(
             f"  {indent}  vs every graph holding its full weights (dense layout, no tensor "
             f"shared) {format_bytes(as_dense)} ({total / max(as_dense, 1):.2f}x)"
         )
-    for weather, per_precision_engines in manifest.get("engines", {}).items():
-        for precision, record in per_precision_engines.items():
-            lines.append(f"engine        {weather} {precision} {record['path']} "
-                         f"(TensorRT {record.get('tensorrt_version', '?')}, "
-                         f"{record.get('gpu', '?')})")
-    verification = manifest.get("verification", {"status": "unknown"})
+    for engine in summary["engines"]:
+        lines.append(f"engine        {engine['weather']} {engine['precision']} {engine['path']} "
+                     f"(TensorRT {engine.get('tensorrt_version', '?')}, "
+                     f"{engine.get('gpu', '?')})")
+    verification = summary["verification"]
     report = f" ({verification['report']})" if "report" in verification else ""
-    lines.append(f"verification  {verification['status']}{report}; {_integrity(bundle)}")
+    integrity = (f"DAMAGED: {summary['damage']}" if summary["damage"]
+                 else "every file matches its manifest sha256")
+    lines.append(f"verification  {verification['status']}{report}; {integrity}")
     return "\n".join(lines)
+
+
+def describe_bundle(path: str | os.PathLike) -> str:
+    """A human-readable summary of the bundle at ``path``, damaged files included."""
+    return format_bundle_summary(bundle_summary(path))
