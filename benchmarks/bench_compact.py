@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpmask.sizes import parse_size
+
 
 def random_checkpoint(arch: str, weathers: int, density: float, seed: int = 0):
     """Random weights of ``arch`` and, per weather, a random ``density`` mask per tensor.
@@ -184,7 +186,7 @@ def main() -> None:
                         help="also calibrate these (fp16, int8, int8-cpu; comma-separated)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.split("x"))
+    size = parse_size(args.size)
     if args.child:
         print(json.dumps(child(args.child, size)))
         return

@@ -45,6 +45,7 @@ from gpmask.masking.evaluate import evaluate_checkpoint
 from gpmask.masking.presets import PRESETS
 from gpmask.masking.report import storage_bytes
 from gpmask.masking.trainer import TrainConfig, Trainer
+from gpmask.sizes import parse_size
 
 #: The tiny setting: a 4-channel network, a few steps, two small training images.
 TINY = {
@@ -264,7 +265,7 @@ def main() -> None:
         merge(args.merge, output)
         return
     config = study_config(args)
-    height, width = (int(v) for v in args.size.lower().split("x"))
+    height, width = parse_size(args.size)
     if args.tiny:
         args.count, height, width = 2, 64, 64
     evaluation = {"count": args.count, "size": [height, width], "seed": 1234, "severity": 1.0,

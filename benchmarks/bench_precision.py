@@ -23,6 +23,7 @@ from gpmask.bundle import COMMON, Bundle
 from gpmask.calibration.options import CalibrationOptions
 from gpmask.calibration.pipeline import PRECISIONS, calibrate_bundle
 from gpmask.calibration.quality import cpu_session
+from gpmask.sizes import parse_size
 
 
 def median_latency_ms(session, frame: np.ndarray, repeats: int) -> float:
@@ -68,7 +69,7 @@ def main() -> None:
 
         print("\nONNX Runtime CPU latency, median ms (ratio to fp32)")
         for size in args.sizes.split(","):
-            height, width = (int(v) for v in size.split("x"))
+            height, width = parse_size(size)
             frame = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
             for weather in bundle.weathers[:1]:
                 fp32 = median_latency_ms(cpu_session(bundle.graph_path(weather)), frame,

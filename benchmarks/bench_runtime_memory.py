@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpmask.sizes import parse_size
+
 CONFIGS = ("one", "all", "independent")
 BACKENDS = ("onnxruntime", "openvino")
 
@@ -157,7 +159,7 @@ def main() -> None:
                         help="CPU backend (default onnxruntime)")
     parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    height, width = (int(v) for v in args.size.split("x"))
+    height, width = parse_size(args.size)
     if args.child:
         print(json.dumps(child(args.bundle, args.child, height, width, args.backend)))
         return
