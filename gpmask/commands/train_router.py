@@ -7,7 +7,7 @@ accuracy on held-out synthetic frames (clean images never used in training).
 
 examples:
   gpmask train-router bundle/
-  gpmask train-router bundle/ --steps 1200
+  gpmask train-router bundle/ --steps 3000
 """
 
 from __future__ import annotations

@@ -45,9 +45,11 @@ SHIPPED_ROUTERS = {"demo": Path(__file__).resolve().parent.parent / "assets" / "
 
 @dataclass
 class RouterSettings:
-    """How the router is trained."""
+    """How the router is trained. 1,500 steps: on the randomized synthetic weather, 600
+    steps reached 59 % on the held-out frames and 1,500 steps 64 % (78 % of the demo
+    clip's frames routed right, against 67 %)."""
 
-    steps: int = 600
+    steps: int = 1500
     batch_size: int = 32
     learning_rate: float = 3e-3
     input_size: tuple[int, int] = (96, 96)
