@@ -42,8 +42,9 @@ def test_eval_one_style_and_refusals(checkpoint_path: Path, tmp_path: Path, caps
                  "heldout", "--no-progress", "-o", str(out)]) == 0
     assert list(json.loads(out.read_text())["results"]) == ["heldout"]
     capsys.readouterr()
+    (tmp_path / "pairs").mkdir()
     assert main(["eval", str(checkpoint_path), "--style", "train", "--data",
-                 f"rain={tmp_path}", "-o", str(out)]) == 2
+                 f"rain={tmp_path / 'pairs'}", "-o", str(out)]) == 2
     assert capsys.readouterr().err.strip() == (
         "gpmask: error: --style chooses synthetic weather; --data folders have their own"
     )

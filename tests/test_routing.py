@@ -264,7 +264,8 @@ def test_auto_routing_switches_only_after_agreeing_decisions(routed_bundle) -> N
 def test_auto_routing_decides_every_k_frames(routed_bundle) -> None:
     folder, _ = routed_bundle
     clip = _weather_clip(["rain"] * 4 + ["snow"] * 4 + ["raindrop"] * 4 + [CLEAR] * 4)
-    router = make_router("auto", Bundle.open(folder), RoutingPolicy(every=4, switch_after=1, clear_after=1))
+    router = make_router("auto", Bundle.open(folder),
+                         RoutingPolicy(every=4, switch_after=1, clear_after=1))
     chosen = [router.route(frame) for frame in clip]
     expected = [router.classify(clip[i - i % 4].pixels) for i in range(len(clip))]
     assert chosen == expected
