@@ -169,9 +169,13 @@ def plot(study: dict, path: Path) -> None:
                          label=f"{weather}: degraded input")
         axis.set(xscale="log", xlabel="density D (fraction of each tensor specific per weather)",
                  ylabel="PSNR (dB)", title=f"held-out images, {style} style")
+        axis.set_xticks(densities, [f"{d:g}" for d in densities])  # the measured densities
+        axis.minorticks_off()
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    figure.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(study["weathers"]), fontsize=8,
+                  bbox_to_anchor=(0.5, 0))  # below the panels, clear of the data
+    figure.tight_layout(rect=(0, 0.16, 1, 1))
     with atomic_path(path, suffix=".png") as tmp:
         figure.savefig(tmp, format="png", dpi=90)
     plt.close(figure)
