@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         from gpmask.bundle import Bundle
         from gpmask.export.summary import bundle_summary, format_bundle_summary
 
-        bundle = bundle_summary(args.target)
-        print(json.dumps(bundle, indent=2) if args.json else format_bundle_summary(bundle))
+        summary = bundle_summary(args.target)
+        print(json.dumps(summary, indent=2) if args.json else format_bundle_summary(summary))
         Bundle.open(args.target)  # verifies every file: a damaged bundle ends in exit 2
         return 0
     summary = describe_checkpoint(args.target)
