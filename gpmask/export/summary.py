@@ -158,12 +158,12 @@ def _sharing(per_graph: dict[str, GraphBytes], weight_files: dict[str, int]) -> 
         for location, count in figure.referenced.items():
             refs[location] += count
     files = [f for f in refs if f in weight_files]
+    stored = sum(weight_files[f] for f in files)
     return {
         "weight_files": files,
-        "stored_bytes": sum(weight_files[f] for f in files),
+        "stored_bytes": stored,
         "referenced_bytes": sum(refs.values()),
-        "bundle_bytes": sum(weight_files[f] for f in files)
-        + sum(figure.graph for figure in per_graph.values()),
+        "bundle_bytes": stored + sum(figure.graph for figure in per_graph.values()),
         "single_weather_exports_bytes": sum(figure.dense + figure.graph for weather, figure
                                             in per_graph.items() if weather != COMMON),
         "dense_layout_bytes": sum(figure.dense + figure.graph for figure in per_graph.values()),
