@@ -3,7 +3,8 @@
 The steps, in a temporary folder renamed into place only at the end (so a failure or
 Ctrl-C leaves no bundle, and an existing one intact):
 
-1. trace the network once, with the ``common`` weights (:mod:`gpmask.export.trace`);
+1. trace the network once, with the ``common`` weights (:mod:`gpmask.export.trace`), or
+   take the package's trace of its architecture (:mod:`gpmask.export.shipped_trace`);
 2. make ``common.onnx`` and one graph per weather by swapping initializers
    (:mod:`gpmask.export.specialize`); in the ``compact`` layout (the default), each
    graph then stores only where it differs from the common weights and rebuilds the
@@ -35,6 +36,7 @@ from gpmask.bundle import COMMON, FORMAT_VERSION, Bundle, is_bundle
 from gpmask.errors import GpmaskError
 from gpmask.export.compact import LAYOUTS, compact_graphs
 from gpmask.export.router import attach_router, shipped_router
+from gpmask.export.shipped_trace import load_trace
 from gpmask.export.specialize import FoldedParameterError, ParameterBinding
 from gpmask.export.trace import INPUT_NAME, OPSET, OUTPUT_NAME, check_static_shape, trace_graph
 from gpmask.export.verify import verify_graphs
@@ -128,15 +130,20 @@ def _trace_binding(
     static_shape: tuple[int, int, int, int] | None,
     multiple: int,
 ) -> ParameterBinding:
-    """Trace once and map initializers to parameters.
+    """Trace once (or take the shipped trace of the architecture) and map initializers
+    to parameters.
 
-    The exporter's optimizer is tried first (it folds shape arithmetic); if it fused a
-    parameter that differs between weathers, the network is traced again without it,
-    which keeps every parameter as a named initializer.
+    A dynamic-shape export of an architecture the package ships a trace of
+    (:mod:`gpmask.export.shipped_trace`) skips the exporter. Otherwise the exporter's
+    optimizer is tried first (it folds shape arithmetic); if it fused a parameter that
+    differs between weathers, the network is traced again without it, which keeps every
+    parameter as a named initializer.
     """
     common = checkpoint.bake_numpy(COMMON)
     varying = {name for w in weathers for name in checkpoint.masks.get(w, {})}
-    traced = trace_graph(model, static_shape, multiple, optimize=True)
+    traced = None if static_shape else load_trace(checkpoint, common)
+    if traced is None:
+        traced = trace_graph(model, static_shape, multiple, optimize=True)
     try:
         return ParameterBinding(traced.model, common, varying - traced.unused)
     except FoldedParameterError:
@@ -188,7 +195,7 @@ def export_bundle(
     with atomic_directory(output, force, is_bundle, BUNDLE) as folder, tqdm(
         total=steps, desc="export", unit="step", disable=not progress
     ) as bar:
-        bar.set_postfix_str("tracing the network")
+        bar.set_postfix_str("graph structure")
         binding = _trace_binding(model, checkpoint, selected, static_shape, multiple)
         bar.update()
         graphs = {}
