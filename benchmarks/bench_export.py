@@ -8,6 +8,7 @@ per weather).
 
     python benchmarks/bench_export.py                      # random msunet-tiny, 3 weathers
     python benchmarks/bench_export.py --checkpoint demo    # the shipped demo model
+                                                           # (its trace ships: no tracing)
     python benchmarks/bench_export.py --weathers 5 --density 0.1 --verify
 """
 
