@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from gpmask.bundle import COMMON
+from gpmask.export.specialize import set_initializers
 from gpmask.export.trace import TracedGraph, trace_graph
 from gpmask.fileio import atomic_path
 from gpmask.masking.checkpoint import MaskedCheckpoint
@@ -88,12 +88,7 @@ def load_trace(
     signature = _signature(checkpoint, weights)
     if any(description.get(key) != value for key, value in signature.items()):
         return None
-    emptied = set(description["emptied"])
-    for tensor in model.graph.initializer:
-        if tensor.name in emptied:
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-            value = np.ascontiguousarray(weights[tensor.name], dtype=dtype)
-            tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
+    set_initializers(model, set(description["emptied"]), weights)
     del model.metadata_props[:]
     return TracedGraph(model, frozenset(description["unused"]))
 

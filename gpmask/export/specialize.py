@@ -65,9 +65,17 @@ class ParameterBinding:
         """A copy of the template whose parameter initializers hold ``weights``."""
         graph = onnx.ModelProto()
         graph.CopyFrom(self.template)
-        for tensor in graph.graph.initializer:
-            if tensor.name in self.names:
-                dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-                value = np.ascontiguousarray(weights[tensor.name], dtype=dtype)
-                tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
+        set_initializers(graph, self.names, weights)
         return graph
+
+
+def set_initializers(
+    model: onnx.ModelProto, names: set[str], weights: Mapping[str, np.ndarray]
+) -> None:
+    """Give the initializers of ``model`` named in ``names`` the values in ``weights``,
+    each in the initializer's own element type."""
+    for tensor in model.graph.initializer:
+        if tensor.name in names:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            value = np.ascontiguousarray(weights[tensor.name], dtype=dtype)
+            tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
