@@ -209,6 +209,8 @@ def test_a_weather_can_take_more_stage_2_steps_without_changing_the_others() -> 
     ({"exclusive": True, "density": 0.6},
      r"--exclusive needs density x weathers <= 1, got 0.6 x 2"),
     ({"selection_steps": 0}, "evidence selection needs at least 1 selection step"),
+    ({"memory_format": "nhwc"},
+     "unknown memory format 'nhwc'; use channels_last, contiguous"),
     ({"common_update": "frozen", "weather_steps": {"rain": 10}},
      r"weather steps name 'rain', not one of the weathers \['noise', 'specks'\]"),
     ({"common_update": "mean", "weather_steps": {"specks": 10}},
@@ -250,6 +252,29 @@ def test_uncertainty_weighting_learns_per_weather_weights() -> None:
     trainer.run()
     log_variance = trainer.log_variance.detach()
     assert log_variance.shape == (2,) and not torch.equal(log_variance, torch.zeros(2))
+
+
+def test_memory_format_changes_speed_not_what_is_learned() -> None:
+    """Channels-last training computes the same function in another order: the weights
+    agree to float rounding, the masks select the same elements, and everything that
+    leaves the trainer is in the plain C order that checkpoints and masks index by."""
+    results = {}
+    for layout in ("channels_last", "contiguous"):
+        trainer = Trainer(_config(memory_format=layout), ToyPairs(), progress=False)
+        common = trainer.train_common()
+        assert all(value.is_contiguous() for value in common.values())
+        results[layout] = trainer.run().checkpoint
+    nhwc, nchw = results["channels_last"], results["contiguous"]
+    for name, value in nchw.common.items():
+        np.testing.assert_allclose(nhwc.common[name], value, rtol=0, atol=1e-4)
+    agreement = [
+        np.mean(nhwc.masks[weather][name] == mask)
+        for weather, masks in nchw.masks.items() for name, mask in masks.items()
+    ]
+    assert min(agreement) >= 0.99
+    for weather in nchw.weathers:
+        for name, value in nchw.bake_numpy(weather).items():
+            np.testing.assert_allclose(nhwc.bake_numpy(weather)[name], value, rtol=0, atol=1e-4)
 
 
 def test_training_is_deterministic(tmp_path: Path) -> None:

@@ -123,6 +123,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--masked-lr", type=float, help="stage-2 peak learning rate (default 5e-4)"
     )
     parser.add_argument("--seed", type=int, help="seed of weights and data (default 0)")
+    parser.add_argument(
+        "--memory-format", choices=["channels_last", "contiguous"],
+        help="layout of feature maps and convolution weights while training: channels_last "
+             "(NHWC) is faster on CPUs; contiguous (NCHW) for a network whose code needs it "
+             "(default channels_last)",
+    )
     add_no_progress(parser)
 
 
