@@ -48,3 +48,16 @@ def test_eval_one_style_and_refusals(checkpoint_path: Path, tmp_path: Path, caps
     assert capsys.readouterr().err.strip() == (
         "gpmask: error: --style chooses synthetic weather; --data folders have their own"
     )
+
+
+def test_eval_without_output_writes_no_file(checkpoint_path: Path, tmp_path: Path,
+                                            monkeypatch, capsys) -> None:
+    """Without -o the tables are the whole result: nothing appears in the working folder."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert main(["eval", str(checkpoint_path), "--count", "1", "--size", "32x32", "--style",
+                 "train", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "training style (in distribution)" in printed and "wrote" not in printed
+    assert list(folder.iterdir()) == []

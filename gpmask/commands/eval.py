@@ -55,7 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
              "(heldout), or both, one table each (default both; synthetic only)",
     )
     parser.add_argument(
-        "-o", "--output", default="eval.json", help="JSON report to write (default eval.json)"
+        "-o", "--output",
+        help="JSON report to write (default: none; the tables go to standard output)",
     )
     add_no_progress(parser)
 
@@ -102,9 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
     from gpmask.masking.evaluate import evaluate_checkpoint, format_evaluation
 
-    check_outputs([args.output], [resolve_checkpoint(args.checkpoint), args.images,
-                                  *data_spec_paths(args.data)])
-    check_file_output(args.output)
+    if args.output:
+        check_outputs([args.output], [resolve_checkpoint(args.checkpoint), args.images,
+                                      *data_spec_paths(args.data)])
+        check_file_output(args.output)
     checkpoint = MaskedCheckpoint.load(args.checkpoint)
     pairs = _pairs(args, checkpoint.weathers)
     for weather in next(iter(pairs.values())):
@@ -118,10 +120,11 @@ def run(args: argparse.Namespace) -> int:
         "data": args.data or f"synthetic {format_size(args.size)} x{args.count}",
         "results": results,
     }
-    write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
     for style, style_results in results.items():
         print(f"{STYLE_TITLES[style]}:")
         print(format_evaluation(style_results))
         print()
-    print(f"wrote {args.output}")
+    if args.output:
+        write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.output}")
     return 0
