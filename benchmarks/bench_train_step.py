@@ -74,15 +74,16 @@ def main() -> None:
                   else f"not measured ({limit.reason})")
     print(f"work        {macs / 1e6:.1f} M MACs per {demo.crop}x{demo.crop} forward; "
           f"fp32 limit {limit_text}")
+    # Stage 2 of the demo, in steps of one weather: the window runs every weather, then
+    # each weather its own steps.
+    demo_stage2 = sum(demo.steps_of(w) for w in demo.weathers) + (
+        demo.selection_steps * len(demo.weathers))
     per_step = {}
     for layout, runs in times.items():
         stage1 = statistics.median(r[0] for r in runs) / args.steps
         stage2 = statistics.median(r[1] for r in runs) / stage2_steps
         per_step[layout] = (stage1, stage2)
-        # Stage 2 of the demo: the window runs every weather; then each weather its steps.
-        weather_steps = sum(demo.steps_of(w) for w in demo.weathers)
-        window = demo.selection_steps * len(demo.weathers)
-        recipe = stage1 * demo.base_steps + stage2 / len(demo.weathers) * (window + weather_steps)
+        recipe = stage1 * demo.base_steps + stage2 / len(demo.weathers) * demo_stage2
         rate = step_ops * len(demo.weathers) / stage2 / 1e9
         share = f" = {rate / limit.gops:.0%} of the limit" if limit.gops else ""
         print(f"{layout:14s} stage 1 {stage1 * 1e3:6.1f} ms/step, stage 2 {stage2 * 1e3:6.1f} "
