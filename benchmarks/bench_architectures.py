@@ -26,26 +26,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench_latency import export_with_checkpoint_file
-from bench_runtime_memory import random_checkpoint
-
 from gpmask.bench import run_benchmark
+from gpmask.bench.fixtures import prepared_bundle, random_checkpoint
 from gpmask.calibration.options import CalibrationOptions
 from gpmask.masking.checkpoint import MaskedCheckpoint
 
 SIZES = ["256x256", "720x1280"]
 PRECISIONS = ["fp32", "int8-cpu"]
-
-
-def prepare(checkpoint: str, folder: Path, calibration_frames: int) -> tuple[Path, Path]:
-    """Export ``checkpoint`` into ``folder`` and add int8-cpu graphs with every layer quantized."""
-    from gpmask.calibration.pipeline import calibrate_bundle
-
-    folder.mkdir()
-    bundle, path = export_with_checkpoint_file(checkpoint, folder, int8=False)
-    options = CalibrationOptions(synthetic=calibration_frames, max_psnr_drop=float("inf"))
-    calibrate_bundle(bundle, "int8-cpu", options)
-    return bundle, path
 
 
 def lines_for(name: str, report: dict, parameters: int) -> list[str]:
@@ -86,7 +73,12 @@ def main() -> None:
             checkpoint = str(Path(temp) / "ggpm-unet.gpmask.safetensors")
             random_checkpoint("ggpm-unet", args.arch_kwargs, weathers=("rain",)).save(checkpoint)
         for name, source in (("demo", args.demo), ("ggpm-unet", checkpoint)):
-            bundle, path = prepare(source, Path(temp) / name, args.calibration_frames)
+            folder = Path(temp) / name
+            folder.mkdir()
+            # int8-cpu with every layer quantized: an infinite budget keeps none in fp32
+            options = CalibrationOptions(synthetic=args.calibration_frames,
+                                         max_psnr_drop=float("inf"))
+            bundle, path = prepared_bundle(folder, source, ["int8-cpu"], options)
             report = run_benchmark(bundle, backends=["onnxruntime-cpu"], precisions=PRECISIONS,
                                    sizes=SIZES, iters=args.iters, warmup=args.warmup,
                                    checkpoint=str(path))

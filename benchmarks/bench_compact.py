@@ -35,27 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpmask.bench.fixtures import random_checkpoint
 from gpmask.sizes import parse_size
-
-
-def random_checkpoint(arch: str, weathers: int, density: float, seed: int = 0):
-    """Random weights of ``arch`` and, per weather, a random ``density`` mask per tensor.
-    The weathers are named after the synthetic ones (calibration renders frames of them)."""
-    import torch
-
-    from gpmask.data.synthetic import WEATHERS
-    from gpmask.masking.checkpoint import MaskedCheckpoint
-    from gpmask.model import build_model
-
-    torch.manual_seed(seed)
-    common = {n: v.detach().numpy() for n, v in build_model(arch).state_dict().items()}
-    rng = np.random.default_rng(seed)
-    names = [*WEATHERS, *(f"weather{i}" for i in range(len(WEATHERS), weathers))][:weathers]
-    masks = {w: {n: rng.random(v.shape) < density for n, v in common.items()} for w in names}
-    weights = {w: {n: v + rng.normal(0, 0.02, v.shape).astype(v.dtype)
-                   for n, v in common.items()} for w in names}
-    return MaskedCheckpoint.from_weights(arch, {}, common, weights, masks,
-                                         provenance={"made_by": "benchmarks/bench_compact.py"})
 
 
 def changed_fraction(checkpoint, weather: str) -> float:
@@ -101,7 +82,7 @@ def folded_equals_bake(root: Path, checkpoint) -> bool:
     from onnx import numpy_helper
 
     from gpmask.bundle import COMMON, Bundle
-    from gpmask.export.compact import fold_rebuild
+    from gpmask.graph.fold import fold_rebuild
 
     bundle = Bundle.open(root)
     for weather in [COMMON, *bundle.weathers]:
@@ -191,16 +172,21 @@ def main() -> None:
         print(json.dumps(child(args.child, size)))
         return
 
+    from gpmask.bundle.summary import format_bytes
     from gpmask.calibration.options import CalibrationOptions
     from gpmask.calibration.pipeline import calibrate_bundle
     from gpmask.export import export_bundle
-    from gpmask.export.summary import format_bytes
     from gpmask.masking.checkpoint import MaskedCheckpoint
 
     if args.checkpoint:
         checkpoint = MaskedCheckpoint.load(args.checkpoint)
     else:
-        checkpoint = random_checkpoint(args.arch, args.weathers, args.density)
+        from gpmask.data.synthetic import WEATHERS
+
+        names = [*WEATHERS, *(f"weather{i}" for i in range(len(WEATHERS), args.weathers))]
+        checkpoint = random_checkpoint(args.arch, weathers=names[:args.weathers],
+                                       density=args.density, spread=0.02,
+                                       made_by="benchmarks/bench_compact.py")
     weathers = len(checkpoint.weathers)
     network = 4 * checkpoint.num_parameters()
     density = float(np.mean([changed_fraction(checkpoint, w) for w in checkpoint.weathers]))

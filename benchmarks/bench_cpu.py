@@ -47,15 +47,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from bench_runtime_memory import random_checkpoint
 
+from gpmask.bench.fixtures import prepared_bundle, random_checkpoint
 from gpmask.bench.inputs import bench_frames
 from gpmask.bench.instruction_limit import instruction_limits
 from gpmask.bench.macs import count_macs
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
+from gpmask.host import physical_cores
 from gpmask.metrics import psnr
-from gpmask.runtime.backends.onnxruntime import OnnxRuntimeBackend, physical_cores
+from gpmask.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from gpmask.runtime.backends.openvino import (
     OPENVINO_DEFAULTS,
     CompileSettings,
@@ -85,20 +86,10 @@ def prepare_bundle(args: argparse.Namespace, folder: Path) -> tuple[Path, Path |
     if args.bundle:
         return Path(args.bundle), Path(args.checkpoint) if args.checkpoint else None
     from gpmask.calibration.options import CalibrationOptions
-    from gpmask.calibration.pipeline import calibrate_bundle
-    from gpmask.export import export_bundle
-    from gpmask.masking.checkpoint import resolve_checkpoint
 
-    if args.arch:
-        checkpoint = folder / f"random-{args.arch}.gpmask.safetensors"
-        random_checkpoint(args.arch).save(checkpoint)
-    else:
-        checkpoint = resolve_checkpoint(args.checkpoint or "demo")
-    bundle = export_bundle(checkpoint, folder / "bundle", verify=False).root
-    options = CalibrationOptions(max_psnr_drop=args.max_psnr_drop)
-    for precision in ("int8", "int8-cpu", "int8-openvino"):
-        calibrate_bundle(bundle, precision, options)
-    return bundle, checkpoint
+    source = random_checkpoint(args.arch) if args.arch else args.checkpoint or "demo"
+    return prepared_bundle(folder, source, ("int8", "int8-cpu", "int8-openvino"),
+                           CalibrationOptions(max_psnr_drop=args.max_psnr_drop), progress=True)
 
 
 def candidates(bundle: Bundle, checkpoint: Path | None, args: argparse.Namespace,
@@ -179,7 +170,7 @@ def nncf_candidate(bundle: Bundle, weather: str) -> Candidate:
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    from gpmask.calibration.frames import synthetic_calibration_frames, to_batch
+    from gpmask.calibration.frame_sets import synthetic_calibration_frames, to_batch
     from gpmask.runtime.backends.openvino import core
 
     frames = synthetic_calibration_frames(weather, bundle.weathers, 32, (128, 128))

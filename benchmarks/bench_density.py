@@ -37,13 +37,13 @@ import numpy as np
 import torch
 
 from gpmask.data.clean import sample_images
-from gpmask.data.pairs import SyntheticPairs, fit_to_size
+from gpmask.data.sources import SyntheticPairs, fit_to_size
 from gpmask.data.synthetic import STYLES
 from gpmask.fileio import atomic_path, write_text_atomic
 from gpmask.masking.checkpoint import MaskedCheckpoint
 from gpmask.masking.evaluate import evaluate_checkpoint
+from gpmask.masking.mask_report import storage_bytes
 from gpmask.masking.presets import PRESETS
-from gpmask.masking.report import storage_bytes
 from gpmask.masking.trainer import TrainConfig, Trainer
 from gpmask.sizes import parse_size
 

@@ -20,28 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
+from gpmask.bench.fixtures import random_checkpoint
+from gpmask.bundle.summary import format_bytes
 from gpmask.export import export_bundle
-from gpmask.export.summary import format_bytes
 from gpmask.masking.checkpoint import MaskedCheckpoint
-from gpmask.model import build_model
-
-
-def random_checkpoint(weathers: int, density: float, seed: int = 0) -> MaskedCheckpoint:
-    """An untrained msunet-tiny with a random mask of ``density`` in every tensor per weather."""
-    torch.manual_seed(seed)
-    model = build_model("msunet-tiny")
-    common = {n: v.detach().numpy() for n, v in model.state_dict().items()}
-    rng = np.random.default_rng(seed)
-    names = [f"weather{i}" for i in range(weathers)]
-    masks = {w: {n: rng.random(v.shape) < density for n, v in common.items()} for w in names}
-    weights = {w: {n: v + rng.normal(0, 0.02, v.shape).astype(v.dtype)
-                   for n, v in common.items()} for w in names}
-    return MaskedCheckpoint.from_weights("msunet-tiny", {}, common, weights, masks,
-                                         provenance={"made_by": "benchmarks/bench_export.py"})
 
 
 def timed_export(checkpoint: MaskedCheckpoint, weathers: list[str], folder: Path,
@@ -84,7 +69,10 @@ def main() -> None:
     if args.checkpoint:
         checkpoint = MaskedCheckpoint.load(args.checkpoint)
     else:
-        checkpoint = random_checkpoint(args.weathers, args.density)
+        checkpoint = random_checkpoint("msunet-tiny",
+                                       weathers=[f"weather{i}" for i in range(args.weathers)],
+                                       density=args.density, spread=0.02,
+                                       made_by="benchmarks/bench_export.py")
     weathers = checkpoint.weathers
     print(f"model       {args.checkpoint or 'random'} {checkpoint.arch}, "
           f"{checkpoint.num_parameters():,} parameters, {len(weathers)} weathers, "

@@ -23,35 +23,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-from bench_runtime_memory import random_checkpoint
-
 from gpmask.bench import run_benchmark, write_report
-from gpmask.masking.checkpoint import resolve_checkpoint
+from gpmask.bench.fixtures import prepared_bundle
 
 SIZES = ["256x256", "720x1280"]
 INT8 = ("int8-cpu", "int8")
-
-
-def export_with_checkpoint_file(checkpoint: str, folder: Path, int8: bool) -> tuple[Path, Path]:
-    """Export ``checkpoint`` from a file (so the manifest records its sha256); return both."""
-    from gpmask.export import export_bundle
-
-    path = resolve_checkpoint(checkpoint)
-    if not path.is_file():
-        print(f"{checkpoint} not found: using a random checkpoint of the tiny architecture",
-              file=sys.stderr)
-        path = folder / "random-tiny.gpmask.safetensors"
-        random_checkpoint().save(path)
-    bundle = export_bundle(path, folder / "bundle", verify=False).root
-    if int8:
-        from gpmask.calibration.pipeline import calibrate_bundle
-
-        calibrate_bundle(bundle, "int8-cpu")
-    return bundle, path
 
 
 def figures(report: dict) -> list[str]:
@@ -103,8 +82,8 @@ def main() -> None:
         if args.bundle:
             bundle, checkpoint = Path(args.bundle), args.checkpoint
         else:
-            bundle, checkpoint = export_with_checkpoint_file(args.checkpoint, Path(temp),
-                                                             args.int8)
+            bundle, checkpoint = prepared_bundle(Path(temp), args.checkpoint,
+                                                 ["int8-cpu"] if args.int8 else [])
         report = run_benchmark(bundle, backends=["torch", "onnxruntime-cpu"],
                                precisions=["fp32", *INT8], sizes=SIZES, iters=args.iters,
                                warmup=args.warmup, checkpoint=str(checkpoint))

@@ -18,12 +18,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench_runtime_memory import export_demo_bundle
-from bench_switching import frames_per_second
-
+from gpmask.bench.fixtures import prepared_bundle, restore_rate
+from gpmask.demo.app import make_clip, write_video
 from gpmask.runtime import Restorer
 from gpmask.runtime.backends import BACKENDS
-from gpmask.runtime.demo import make_clip, write_video
 from gpmask.runtime.loop import run_loop
 from gpmask.runtime.routing import FixedRouter
 from gpmask.runtime.video import VideoFileSink, open_source, read_video
@@ -50,17 +48,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        bundle = args.bundle or export_demo_bundle(args.checkpoint, folder)
+        bundle = args.bundle or prepared_bundle(folder, args.checkpoint)[0]
         restorer = Restorer(bundle, backend=args.backend)
         weather = restorer.weathers[0]
         clip = make_clip(restorer.weathers, frames=args.frames, size=args.size)
         video = folder / "input.avi"
         write_video(video, clip.degraded, 25)
         frames = read_video(video)
-        frames_per_second(restorer, frames[:4], [weather])  # warm-up
+        restore_rate(restorer, frames[:4], [weather])  # warm-up
         alone, looped = [], []
         for _ in range(args.rounds):
-            alone.append(frames_per_second(restorer, frames, [weather]))
+            alone.append(restore_rate(restorer, frames, [weather]))
             looped.append(loop_fps(restorer, video, folder / "output.avi", weather))
     alone_fps, loop_median = statistics.median(alone), statistics.median(looped)
     print(f"backend {restorer.backend_name}, weather {weather}, {format_size(args.size)}, "

@@ -21,8 +21,9 @@ import numpy as np
 
 from gpmask.bundle import COMMON, Bundle
 from gpmask.calibration.options import CalibrationOptions
-from gpmask.calibration.pipeline import PRECISIONS, calibrate_bundle
-from gpmask.calibration.quality import cpu_session
+from gpmask.calibration.pipeline import calibrate_bundle
+from gpmask.graph.session import cpu_session
+from gpmask.precision import CALIBRATED as PRECISIONS
 from gpmask.sizes import parse_size
 
 
@@ -60,10 +61,10 @@ def main() -> None:
         for weather in [*bundle.weathers, COMMON]:
             cells = []
             for precision in PRECISIONS:
-                entry = reports[precision][weather]
-                cell = f"{entry['scores']['drop']:+.3f}"
-                if "excluded_layers" in entry:
-                    cell += f" ({len(entry['excluded_layers'])}/{entry['quantizable_layers']})"
+                result = reports[precision][weather]
+                cell = f"{result.scores.drop:+.3f}"
+                if result.budget is not None:
+                    cell += f" ({len(result.budget.excluded)}/{result.budget.candidates})"
                 cells.append(f"{cell:>22}")
             print(f"{weather:<10}" + "".join(cells))
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpmask.bench.fixtures import prepared_bundle
 from gpmask.sizes import parse_size
 
 CONFIGS = ("one", "all", "independent")
@@ -49,7 +50,7 @@ def child(bundle_dir: str, config: str, height: int, width: int,
 
     from gpmask.bench.memory import rss_mib
     from gpmask.bundle import Bundle
-    from gpmask.runtime.frames import pad_reflect
+    from gpmask.runtime.frame_batch import pad_reflect
 
     bundle = Bundle.open(bundle_dir)
     frame = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
@@ -120,36 +121,6 @@ def measure(bundle_dir: str, config: str, size: str, backend: str) -> dict[str, 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def export_demo_bundle(checkpoint: str, folder: Path) -> Path:
-    """Export ``checkpoint`` (or a random ``tiny`` checkpoint if it is missing)."""
-    from gpmask.export.exporter import export_bundle
-    from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
-
-    path = resolve_checkpoint(checkpoint)
-    if path.is_file():
-        source = MaskedCheckpoint.load(path)
-    else:
-        print(f"{checkpoint} not found: using a random checkpoint of the tiny architecture",
-              file=sys.stderr)
-        source = random_checkpoint()
-    return export_bundle(source, folder / "bundle", verify=False).root
-
-
-def random_checkpoint(arch: str = "tiny", arch_kwargs: dict | None = None,
-                      weathers: tuple[str, ...] = ("rain", "raindrop", "snow")) -> object:
-    """A masked checkpoint of ``arch`` (default the ``tiny`` network) with random values."""
-    from gpmask.masking.checkpoint import MaskedCheckpoint
-    from gpmask.model import build_model
-
-    model = build_model(arch, arch_kwargs)
-    common = {name: value.detach().numpy() for name, value in model.state_dict().items()}
-    rng = np.random.default_rng(0)
-    masks = {w: {n: rng.random(v.shape) < 0.4 for n, v in common.items()} for w in weathers}
-    weights = {w: {n: v + rng.normal(0, 0.05, v.shape).astype(v.dtype)
-                   for n, v in common.items()} for w in weathers}
-    return MaskedCheckpoint.from_weights(arch, arch_kwargs or {}, common, weights, masks)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="bundle folder (default: export --checkpoint)")
@@ -164,7 +135,7 @@ def main() -> None:
         print(json.dumps(child(args.bundle, args.child, height, width, args.backend)))
         return
     with tempfile.TemporaryDirectory() as temp:
-        bundle_dir = args.bundle or str(export_demo_bundle(args.checkpoint, Path(temp)))
+        bundle_dir = args.bundle or str(prepared_bundle(Path(temp), args.checkpoint)[0])
         results = {config: measure(bundle_dir, config, args.size, args.backend)
                    for config in CONFIGS}
     print(f"frame {height}x{width}, {args.backend} on the CPU, settings "

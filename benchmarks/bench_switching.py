@@ -16,23 +16,13 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from bench_runtime_memory import export_demo_bundle
-
+from gpmask.bench.fixtures import prepared_bundle, restore_rate
+from gpmask.demo.app import make_clip
 from gpmask.runtime import Restorer
 from gpmask.runtime.backends import BACKENDS
-from gpmask.runtime.demo import make_clip
 from gpmask.sizes import format_size, parse_size
-
-
-def frames_per_second(restorer: Restorer, frames: list, weathers: list[str]) -> float:
-    """Restore every frame, frame i with weathers[i % len(weathers)]; frames per second."""
-    start = time.perf_counter()
-    for index, frame in enumerate(frames):
-        restorer.restore(frame, weathers[index % len(weathers)], bgr=True)
-    return len(frames) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -49,16 +39,16 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
-        bundle = args.bundle or export_demo_bundle(args.checkpoint, Path(folder))
+        bundle = args.bundle or prepared_bundle(Path(folder), args.checkpoint)[0]
         restorer = Restorer(bundle, backend=args.backend, precision=args.precision)
         weathers = restorer.weathers
         clip = make_clip(weathers, frames=args.frames, size=args.size)
         frames = clip.degraded
-        frames_per_second(restorer, frames[: 2 * len(weathers)], weathers)  # warm-up
+        restore_rate(restorer, frames[: 2 * len(weathers)], weathers)  # warm-up
         fixed, switching = [], []
         for _ in range(args.rounds):
-            fixed.append(frames_per_second(restorer, frames, weathers[:1]))
-            switching.append(frames_per_second(restorer, frames, weathers))
+            fixed.append(restore_rate(restorer, frames, weathers[:1]))
+            switching.append(restore_rate(restorer, frames, weathers))
     fixed_fps, switching_fps = statistics.median(fixed), statistics.median(switching)
     print(f"backend {restorer.backend_name} {args.precision}, {len(weathers)} weathers "
           f"({', '.join(weathers)}), "

@@ -27,7 +27,7 @@ import torch
 from gpmask.bench.instruction_limit import instruction_limits
 from gpmask.bench.macs import count_macs
 from gpmask.data.clean import sample_images
-from gpmask.data.pairs import SyntheticPairs
+from gpmask.data.sources import SyntheticPairs
 from gpmask.export.shipped_trace import trace_path
 from gpmask.masking.presets import PRESETS
 from gpmask.masking.trainer import MEMORY_FORMATS, TrainConfig, Trainer

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from gpmask.bench.fixtures import random_checkpoint
 from gpmask.masking.checkpoint import MaskedCheckpoint
 
 #: A very small MultiScaleUNet so graphs export and run in well under a second.
@@ -24,23 +24,7 @@ def make_checkpoint(
     Specific values differ from the common ones by a visible amount so that baked
     weathers produce different outputs.
     """
-    import torch
-
-    from gpmask.model import build_model
-
-    torch.manual_seed(seed)
-    model = build_model(*arch)
-    common = {name: value.detach().numpy() for name, value in model.state_dict().items()}
-    rng = np.random.default_rng(seed)
-    masks, weights = {}, {}
-    for weather in weathers:
-        masks[weather] = {n: rng.random(v.shape) < density for n, v in common.items()}
-        weights[weather] = {
-            n: v + rng.normal(0, 0.05, v.shape).astype(v.dtype) for n, v in common.items()
-        }
-    return MaskedCheckpoint.from_weights(
-        arch[0], arch[1], common, weights, masks, provenance={"made_by": "tests"}
-    )
+    return random_checkpoint(arch[0], arch[1], weathers, density, seed=seed, made_by="tests")
 
 
 @pytest.fixture
@@ -57,19 +41,14 @@ def tensorrt_skip_reason() -> str | None:
     ``import tensorrt`` working is not enough: a machine may have the package without a
     GPU, a driver or the CUDA runtime, and then every engine test would fail, not skip.
     """
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as exc:  # ImportError, or OSError for a missing libnvinfer
-        return (f"TensorRT is not installed (import tensorrt fails: {type(exc).__name__}); "
-                f"engines can only be built where TensorRT and an NVIDIA GPU are present")
-    from gpmask.errors import GpmaskError
-    from gpmask.export.tensorrt_build import visible_gpu
+    from gpmask.host import gpu_problem, tensorrt_problem
 
-    try:
-        visible_gpu()
-    except GpmaskError as exc:
-        return f"TensorRT is installed, but {exc}"
-    return None
+    problem = tensorrt_problem()
+    if problem:
+        return (f"TensorRT is not usable here ({problem}); engines can only be built where "
+                f"TensorRT and an NVIDIA GPU are present")
+    problem = gpu_problem(0)
+    return f"TensorRT is installed, but {problem}" if problem else None
 
 
 TENSORRT_SKIP_REASON = tensorrt_skip_reason()

@@ -29,10 +29,10 @@ import cv2
 import numpy as np
 import pytest
 
-from gpmask.bundle import PRECISIONS
 from gpmask.cli import main
 from gpmask.errors import GpmaskError
 from gpmask.fileio import sha256_file
+from gpmask.precision import NAMES as PRECISIONS
 from tests.conftest import make_checkpoint
 
 CHECKPOINT = "model.gpmask.safetensors"
@@ -295,8 +295,8 @@ CASES = [
          "--no-progress", r"--precisions: unknown precision 'int4'; known precisions: "
          + re.escape(", ".join(PRECISIONS)) + "$"),
     Case("run-unknown-precision", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi --precision int4",
-         r"^unknown precision 'int4'; known precisions: " + re.escape(", ".join(PRECISIONS))
-         + "$"),
+         r"argument --precision: invalid choice: 'int4' \(choose from 'auto', "
+         + re.escape(", ".join(f"'{p}'" for p in PRECISIONS)) + r"\)"),
     # --- TensorRT paths reachable without TensorRT
     Case("build-static-bundle-with-contradicting-sizes",
          "build {tmp}/static --precision fp32 --min-size 32x32 --max-size 128x128",
@@ -379,7 +379,8 @@ CASES = [
     Case("run-output-folder-missing", RUN + " -i {tmp}/clip.avi -o {tmp}/no/such/out.avi",
          r"cannot write .*out.avi: folder .*no/such does not exist"),
     Case("run-unknown-backend", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi --backend onnx",
-         r"argument --backend: invalid choice: 'onnx' \(choose from 'auto', 'tensorrt'"),
+         r"argument --backend: invalid choice: 'onnx' \(choose from 'auto', 'onnxruntime', "
+         r"'tensorrt'"),
     Case("run-static-bundle-wrong-frame-size",
          "run {tmp}/static --no-progress --weather rain -i {tmp}/clip.avi -o {tmp}/out.avi",
          r"was exported for input 1x3x32x32 only, and these frames make 1x3x24x32"),

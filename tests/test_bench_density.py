@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpmask.data.clean import sample_images
-from gpmask.data.pairs import SyntheticPairs
+from gpmask.data.sources import SyntheticPairs
 from gpmask.masking.checkpoint import MaskedCheckpoint
 from gpmask.masking.evaluate import evaluate_checkpoint
 

@@ -355,7 +355,7 @@ def test_inspect_prints_density_and_overlap(checkpoint_path: Path) -> None:
 
 
 def test_mask_report_files(tmp_path: Path) -> None:
-    from gpmask.masking.report import mask_report, write_mask_report
+    from gpmask.masking.mask_report import mask_report, write_mask_report
 
     checkpoint = make_checkpoint(weathers=("rain", "snow"), seed=6)
     history = {"mask_growth": [{"step": 5, "rain": {"density": 0.3, "changed": 0.3},

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from gpmask.cli import main
+from gpmask.demo.app import format_table, make_clip, psnr_table, switch_lags
 from gpmask.errors import GpmaskError
-from gpmask.export.router import SHIPPED_ROUTERS
+from gpmask.export.shipped_router import SHIPPED_ROUTERS
 from gpmask.masking.checkpoint import SHIPPED_CHECKPOINTS
-from gpmask.runtime.demo import format_table, make_clip, psnr_table, switch_lags
 from gpmask.runtime.routing import CLEAR
 from tests.conftest import make_checkpoint
 
@@ -135,7 +135,7 @@ def _check_outputs(folder: Path, frames: int, size: int) -> dict:
 @pytest.mark.slow
 def test_demo_on_a_given_bundle_writes_every_output(tmp_path: Path, capsys) -> None:
     from gpmask.export import export_bundle
-    from gpmask.export.router import RouterSettings, train_router
+    from gpmask.router.training import RouterSettings, train_router
 
     bundle = tmp_path / "bundle"
     export_bundle(make_checkpoint(), bundle, progress=False)

@@ -10,7 +10,7 @@ import pytest
 
 from gpmask.cli import main
 from gpmask.data.clean import sample_images
-from gpmask.data.pairs import SyntheticPairs
+from gpmask.data.sources import SyntheticPairs
 
 
 def psnr_db(image: np.ndarray, reference: np.ndarray) -> float:

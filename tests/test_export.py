@@ -17,9 +17,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from gpmask.bundle.summary import describe_bundle, format_bytes
 from gpmask.cli import main
 from gpmask.export import export_bundle
-from gpmask.export.summary import describe_bundle, format_bytes
 from gpmask.masking.checkpoint import MaskedCheckpoint
 from gpmask.model import build_model
 from tests.conftest import make_checkpoint

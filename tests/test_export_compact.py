@@ -19,14 +19,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from gpmask.bundle import Bundle
+from gpmask.bundle.compact import compact_graphs, rebuild_inputs
+from gpmask.bundle.summary import describe_bundle, format_bytes
 from gpmask.calibration.options import CalibrationOptions
 from gpmask.calibration.pipeline import calibrate_bundle
 from gpmask.cli import main
 from gpmask.errors import GpmaskError
 from gpmask.export import export_bundle
-from gpmask.export.compact import compact_graphs, fold_rebuild, rebuild_inputs
-from gpmask.export.summary import describe_bundle, format_bytes
-from gpmask.export.tensorrt_build import tensorrt_graph
+from gpmask.graph.fold import dense_graph_file, fold_rebuild
 from gpmask.masking.checkpoint import MaskedCheckpoint
 from gpmask.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from tests.conftest import make_checkpoint
@@ -133,7 +133,9 @@ def test_folded_weights_are_the_baked_weights_bit_for_bit(checkpoint, bundles,
 def test_tensorrt_is_given_a_folded_graph_equal_to_the_compact_one(bundles, graph: str) -> None:
     """What ``gpmask build`` hands TensorRT's parser: no rebuild left, same outputs."""
     path = bundles["compact"] / f"{graph}.onnx"
-    folded = tensorrt_graph(path, (1, 3, 32, 32))
+    with dense_graph_file(path, check_shape=(1, 3, 32, 32)) as folded_path:
+        assert folded_path != path
+        folded = onnx.load(str(folded_path))
     onnx.checker.check_model(folded, full_check=True)
     dense = onnx.load(str(bundles["dense"] / f"{graph}.onnx"))
     kinds = collections.Counter(n.op_type for n in folded.graph.node)
@@ -314,7 +316,8 @@ def test_precision_graphs_of_both_layouts_give_identical_outputs(bundles, tmp_pa
         out = run(path, image)
         assert np.max(np.abs(out - run(dense.graph_path(graph, precision), image))) == 0.0
         if expected == "compact":
-            folded = tensorrt_graph(path, (1, 3, 32, 32))
+            with dense_graph_file(path, check_shape=(1, 3, 32, 32)) as folded_path:
+                folded = onnx.load(str(folded_path), load_external_data=False)
             plain = onnx.load(str(dense.graph_path(graph, precision)), load_external_data=False)
             assert collections.Counter(n.op_type for n in folded.graph.node) == \
                 collections.Counter(n.op_type for n in plain.graph.node)

@@ -15,7 +15,7 @@ from torch import nn
 
 from gpmask.bundle import Bundle
 from gpmask.export import export_bundle
-from gpmask.export.compact import fold_rebuild
+from gpmask.graph.fold import fold_rebuild
 from tests.conftest import make_checkpoint
 from tests.test_export import assert_graph_matches_torch, reference_model
 

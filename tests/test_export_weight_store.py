@@ -13,8 +13,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from gpmask.bundle.weight_store import ALIGNMENT, write_shared_weights
 from gpmask.errors import GpmaskError
-from gpmask.export.weight_store import ALIGNMENT, write_shared_weights
 
 
 def affine_graph(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
@@ -111,7 +111,7 @@ def test_graph_with_external_data_not_loaded_is_refused(tmp_path: Path, arrays) 
 
 def test_weight_store_and_summary_import_without_torch() -> None:
     """Calibration and ``gpmask inspect`` use these modules; neither may pull in torch."""
-    code = ("import sys, gpmask.export, gpmask.export.weight_store, gpmask.export.summary; "
+    code = ("import sys, gpmask.export, gpmask.bundle.weight_store, gpmask.bundle.summary; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
@@ -137,8 +137,8 @@ class InterpolatingNet(torch.nn.Module):
 def test_resize_scales_stay_in_the_graph_and_the_export_verifies(tmp_path: Path) -> None:
     """A network resizing by a scale factor exports: the scales are a shape operand that
     onnx.checker and ONNX Runtime read at load, so they are not moved to weights.bin."""
+    from gpmask.bundle.weight_store import shape_operands
     from gpmask.export import export_bundle
-    from gpmask.export.weight_store import shape_operands
     from gpmask.masking.checkpoint import MaskedCheckpoint
 
     torch.manual_seed(0)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gpmask.bundle import is_bundle
+from gpmask.demo.app import is_demo_output
 from gpmask.errors import GpmaskError
 from gpmask.fileio import (
     atomic_directory,
@@ -18,7 +19,6 @@ from gpmask.fileio import (
     check_outputs,
     write_text_atomic,
 )
-from gpmask.runtime.demo import is_demo_output
 from gpmask.runtime.video import ImageFolderSink, is_frame_folder
 
 

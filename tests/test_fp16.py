@@ -12,12 +12,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from gpmask.bundle import Bundle
-from gpmask.calibration.fp16 import convert_graph
 from gpmask.calibration.options import CalibrationOptions
 from gpmask.calibration.pipeline import calibrate_bundle
 from gpmask.cli import main
-from gpmask.export.compact import fold_rebuild
 from gpmask.fileio import sha256_file
+from gpmask.graph.fold import fold_rebuild
+from gpmask.graph.fp16 import convert_graph
 from tests.conftest import make_checkpoint
 
 SMALL = CalibrationOptions(eval_size=(32, 32))
@@ -56,7 +56,7 @@ def test_fp16_graphs_keep_float32_io_and_match_fp32(bundle_dir: Path) -> None:
         fp16 = ort.InferenceSession(str(path)).run(None, {"image": frame})
         assert fp16[0].dtype == np.float32
         assert np.abs(fp16[0] - fp32[0]).max() < 5e-3
-        assert abs(entries[weather]["scores"]["drop"]) < 0.05
+        assert abs(entries[weather].scores.drop) < 0.05
         record = bundle.manifest["graphs"][weather]["fp16"]
         assert record["sha256"] == sha256_file(bundle_dir / record["path"])
     bundle.verify()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gpmask.errors import GpmaskError
-from gpmask.runtime.frames import (
+from gpmask.runtime.frame_batch import (
     FrameFormat,
     batch_to_frames,
     frames_to_batch,

@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpmask.calibration.channel_padding import pad_convolution_channels
-from gpmask.calibration.concat_split import split_concatenated_convolutions
-from gpmask.calibration.subpixel import subpixel_upsampling
 from gpmask.errors import GpmaskError
 from gpmask.export.trace import trace_graph
+from gpmask.graph.channel_padding import pad_convolution_channels
+from gpmask.graph.concat_split import split_concatenated_convolutions
+from gpmask.graph.subpixel import subpixel_upsampling
 from gpmask.masking.trainer import TrainConfig, Trainer
 from gpmask.model import GGPMUNet, build_model, size_multiple
 from tests.test_trainer import ToyPairs
@@ -304,12 +304,16 @@ def test_cpu_int8_graph_rewrites_apply_and_stay_exact() -> None:
     with torch.no_grad():
         for x, out in zip(inputs, expected, strict=True):
             np.testing.assert_allclose(out, model(torch.from_numpy(x)).numpy(), atol=1e-4)
-    graph, upsampling = subpixel_upsampling(graph)
-    graph, split = split_concatenated_convolutions(graph)
-    graph, padded = pad_convolution_channels(graph)
+    concats = [n.op_type for n in graph.graph.node].count("Concat")
+    graph = subpixel_upsampling(graph)
+    upsampling = sum(n.name.endswith(".subpixel.conv") for n in graph.graph.node)
+    graph = split_concatenated_convolutions(graph)
+    split = concats - [n.op_type for n in graph.graph.node].count("Concat")
+    graph = pad_convolution_channels(graph)
     # Both transposed convolutions; the one-reader concatenations before a convolution:
     # each block's local fusion (6 stacks x 2 blocks), 3 AFFs, 2 SCMs, 2 decoder merges.
     assert (upsampling, split) == (2, 6 * 2 + 7)
-    assert padded > 0  # every layer is narrower than 16 channels at base_channels 4
+    # every layer is narrower than 16 channels at base_channels 4
+    assert any(t.name.endswith(".padded.weight") for t in graph.graph.initializer)
     for out, reference in zip(run(graph), expected, strict=True):
         assert float(np.abs(out - reference).max()) <= 1e-5

@@ -15,14 +15,17 @@ from onnx import numpy_helper
 
 from gpmask.bundle import Bundle
 from gpmask.calibration.budget import fit_budget
-from gpmask.calibration.frames import Frames, heldout_frames, synthetic_calibration_frames
-from gpmask.calibration.int8 import SCHEMES, Calibration
+from gpmask.calibration.frame_sets import Frames, heldout_frames, synthetic_calibration_frames
+from gpmask.calibration.int8 import Calibration
 from gpmask.calibration.options import CalibrationOptions
-from gpmask.calibration.pipeline import calibrate_bundle, dense_graph
-from gpmask.calibration.quality import cpu_session, run_frames
+from gpmask.calibration.pipeline import calibrate_bundle
+from gpmask.calibration.quality import run_frames
 from gpmask.cli import main
 from gpmask.errors import GpmaskError
 from gpmask.fileio import sha256_file
+from gpmask.graph.fold import load_dense
+from gpmask.graph.session import cpu_session
+from gpmask.precision import precision
 from tests.conftest import make_checkpoint
 
 FAST = dict(synthetic=4, calibration_size=(32, 32), eval_size=(32, 32))
@@ -61,7 +64,7 @@ def test_int8_graph_is_symmetric_qdq_with_per_channel_weights(bundle_dir: Path) 
     entries = calibrate_bundle(bundle_dir, "int8", CalibrationOptions(max_psnr_drop=100, **FAST))
     bundle = Bundle.open(bundle_dir)
     for weather in [*bundle.weathers, "common"]:
-        assert not entries[weather]["excluded_layers"]
+        assert not entries[weather].budget.excluded
         path = bundle.graph_path(weather, "int8")
         onnx.checker.check_model(str(path))
         model = _load(bundle, weather, "int8")
@@ -164,7 +167,7 @@ def test_cpu_scheme_pads_narrow_convolutions_to_16_channels(bundle_dir: Path) ->
         return sorted(dims[dequantized.get(n.input[1], n.input[1])][0]
                       for n in model.graph.node if n.op_type == "Conv")
 
-    fp32 = output_channels(dense_graph(bundle, "rain"))
+    fp32 = output_channels(load_dense(bundle.graph_path("rain")))
     model = _load(bundle, "rain", "int8-cpu")
     assert [c for c in fp32 if c % 4 or c < 16]
     assert not [c for c in output_channels(model) if c % 4 or c < 16]
@@ -243,7 +246,7 @@ def test_tight_budget_keeps_more_layers_in_fp32_and_shrinks_the_drop(exported: P
     """
     bundle = Bundle.open(exported)
     graph = tmp_path / "rain.onnx"
-    onnx.save(dense_graph(bundle, "rain"), graph, save_as_external_data=True,
+    onnx.save(load_dense(bundle.graph_path("rain")), graph, save_as_external_data=True,
               location="rain.onnx.data")
     heldout = heldout_frames("rain", bundle.weathers, (32, 32))
     fp32 = run_frames(cpu_session(graph), heldout)
@@ -253,9 +256,9 @@ def test_tight_budget_keeps_more_layers_in_fp32_and_shrinks_the_drop(exported: P
     frames = Frames(heldout.degraded, [np.clip(c, 0, 1) for c in clean], "test")
     calibration = Calibration(graph, "test", synthetic_calibration_frames(
         "rain", bundle.weathers, 4, (32, 32)), "minmax", exported.parent / "cache")
-    loose = fit_budget(calibration, SCHEMES["int8"], frames, fp32, max_drop=100)
+    loose = fit_budget(calibration, precision("int8"), frames, fp32, max_drop=100)
     assert loose.fits and loose.excluded == [] and loose.scores.drop > 1.0
-    tight = fit_budget(calibration, SCHEMES["int8"], frames, fp32, max_drop=0.5)
+    tight = fit_budget(calibration, precision("int8"), frames, fp32, max_drop=0.5)
     assert tight.fits and tight.scores.drop <= 0.5
     assert 0 < len(tight.excluded) < tight.candidates
     assert tight.scores.drop < loose.scores.drop
@@ -273,20 +276,20 @@ def test_second_run_reuses_the_cached_calibration(bundle_dir: Path) -> None:
     first = calibrate_bundle(bundle_dir, "int8", options)
     graph_hash = sha256_file(bundle_dir / "snow.int8.onnx")
     caches = sorted((bundle_dir / "calibration").iterdir())
-    assert all(entry["calibrated_now"] for entry in first.values())
+    assert all(result.calibrated_now for result in first.values())
     second = calibrate_bundle(bundle_dir, "int8", options)
-    assert not any(entry["calibrated_now"] for entry in second.values())
+    assert not any(result.calibrated_now for result in second.values())
     assert sorted((bundle_dir / "calibration").iterdir()) == caches
     assert sha256_file(bundle_dir / "snow.int8.onnx") == graph_hash
     # The CPU scheme quantizes a graph with its upsampling rewritten: ranges of its own,
     # cached in turn; other settings compute new ones.
     cpu = calibrate_bundle(bundle_dir, "int8-cpu", options)
-    assert all(entry["calibrated_now"] for entry in cpu.values())
+    assert all(result.calibrated_now for result in cpu.values())
     cpu = calibrate_bundle(bundle_dir, "int8-cpu", options)
-    assert not any(entry["calibrated_now"] for entry in cpu.values())
+    assert not any(result.calibrated_now for result in cpu.values())
     changed = calibrate_bundle(bundle_dir, "int8", CalibrationOptions(
         max_psnr_drop=100, synthetic=5, calibration_size=(32, 32), eval_size=(32, 32)))
-    assert all(entry["calibrated_now"] for entry in changed.values())
+    assert all(result.calibrated_now for result in changed.values())
 
 
 def test_bad_input_is_refused(bundle_dir: Path, tmp_path: Path, capsys) -> None:

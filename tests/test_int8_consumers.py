@@ -25,12 +25,13 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from gpmask.bench.instruction_limit import cpu_flags
 from gpmask.bundle import Bundle
-from gpmask.calibration.frames import heldout_frames
+from gpmask.calibration.frame_sets import heldout_frames
 from gpmask.calibration.options import CalibrationOptions
 from gpmask.calibration.pipeline import calibrate_bundle
-from gpmask.calibration.quality import cpu_session, run_frames, score
+from gpmask.calibration.quality import run_frames, score
+from gpmask.graph.session import cpu_session
+from gpmask.host import cpu_flags
 from gpmask.metrics import psnr
 from gpmask.runtime.backends.openvino import OpenVinoBackend
 from tests.conftest import make_checkpoint
@@ -64,8 +65,8 @@ def test_int8_graph_within_budget_in_onnxruntime_and_openvino(calibrated) -> Non
     bundle = Bundle.open(root)
     openvino = OpenVinoBackend(bundle, "int8")
     for weather in [*bundle.weathers, "common"]:
-        budget = entries[weather]["max_psnr_drop"]
-        assert entries[weather]["fits"]
+        budget = entries[weather].max_psnr_drop
+        assert entries[weather].fits
         frames = heldout_frames(weather, bundle.weathers, FAST["eval_size"])
         fp32 = run_frames(cpu_session(bundle.graph_path(weather)), frames)
         graph = str(bundle.graph_path(weather, "int8"))

@@ -18,10 +18,10 @@ import pytest
 
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
+from gpmask.host import physical_cores
 from gpmask.runtime import Restorer
-from gpmask.runtime.backends import BACKENDS, resolve_backend
+from gpmask.runtime.backends import BACKENDS, choose
 from gpmask.runtime.backends import openvino as openvino_backend
-from gpmask.runtime.backends.onnxruntime import physical_cores
 from gpmask.runtime.backends.openvino import (
     OPENVINO_DEFAULTS,
     CompileSettings,
@@ -121,11 +121,11 @@ def test_compile_settings_reach_the_compiled_models(bundle_dir):
 
 def test_bf16_is_refused_on_a_cpu_without_it(bundle_dir, monkeypatch):
     monkeypatch.setattr(openvino_backend, "cpu_capabilities", lambda: ["FP32", "INT8"])
-    with pytest.raises(GpmaskError, match="precision bf16: this CPU has no bfloat16 "
+    with pytest.raises(GpmaskError, match="^backend openvino: this CPU has no bfloat16 "
                                           r"arithmetic \(OpenVINO reports FP32, INT8; bf16 "
-                                          "needs AVX-512 BF16 or AMX\\)"):
+                                          "needs AVX-512 BF16 or AMX\\)$"):
         Restorer(bundle_dir, backend="openvino", precision="bf16")
-    with pytest.raises(GpmaskError, match="precision bf16: this CPU has no bfloat16"):
+    with pytest.raises(GpmaskError, match="openvino: this CPU has no bfloat16"):
         Restorer(bundle_dir, backend="auto", precision="bf16")
 
 
@@ -156,31 +156,43 @@ def test_bf16_compiles_the_fp32_graphs_with_the_bf16_hint(bundle_dir, monkeypatc
 
 
 def test_bf16_is_refused_on_other_backends_with_the_reason(bundle_dir):
-    for backend in ("onnxruntime", "onnxruntime-cpu", "tensorrt"):
-        with pytest.raises(GpmaskError, match="precision bf16 is OpenVINO's bf16 inference of "
-                                              "the fp32 graphs .* use --backend openvino"):
+    for backend in ("onnxruntime", "onnxruntime-cpu"):
+        with pytest.raises(GpmaskError, match="bf16 has no graphs of its own; only OpenVINO "
+                                              "computes it"):
             Restorer(bundle_dir, backend=backend, precision="bf16")
 
 
-def test_auto_picks_openvino_without_a_gpu_and_says_so(bundle_dir, monkeypatch, caplog):
+def test_auto_picks_openvino_without_a_gpu_and_says_why(bundle_dir, monkeypatch):
     from gpmask.runtime.backends import onnxruntime as ort_backend
 
     bundle = Bundle.open(bundle_dir)
+
+    def backend(name: str, precision: str = "fp32") -> str:
+        return choose(bundle, name, precision, 0).spec.name
+
     monkeypatch.setattr(ort_backend, "available_providers", lambda: ["cpu"])
-    with caplog.at_level("INFO", logger="gpmask.runtime"):
-        assert resolve_backend(bundle, "auto", "fp32", 0) == "openvino"
-    assert "auto: no TensorRT engines or CUDA here; running on the CPU with OpenVINO" \
-        in caplog.text
-    assert resolve_backend(bundle, "onnxruntime", "fp32", 0) == "onnxruntime-cpu"
+    choice = choose(bundle, "auto", "fp32", 0)
+    assert choice.spec.name == "openvino"
+    assert "onnxruntime-cuda: this ONNX Runtime has no CUDAExecutionProvider" in choice.reason
+    assert backend("onnxruntime") == "onnxruntime-cpu"
+    # onnxruntime-gpu installed, but no GPU the driver reports: still the CPU
     monkeypatch.setattr(ort_backend, "available_providers", lambda: ["cuda", "cpu"])
-    assert resolve_backend(bundle, "auto", "fp32", 0) == "onnxruntime-cuda"
-    assert resolve_backend(bundle, "auto", "bf16", 0) == "openvino"
+    monkeypatch.setattr(ort_backend, "gpu_problem", lambda device: "no NVIDIA GPU visible")
+    assert backend("auto") == "openvino"
+    assert backend("onnxruntime") == "onnxruntime-cpu"
+    monkeypatch.setattr(ort_backend, "gpu_problem", lambda device: None)
+    assert backend("auto") == "onnxruntime-cuda"
+    if openvino_backend.precision_refusal("bf16") is None:
+        assert backend("auto", "bf16") == "openvino"
+    else:  # every backend says why not, OpenVINO that the CPU lacks bfloat16
+        with pytest.raises(GpmaskError, match="openvino: this CPU has no bfloat16 arithmetic"):
+            backend("auto", "bf16")
     monkeypatch.setattr(ort_backend, "available_providers", lambda: ["cpu"])
     monkeypatch.setattr(openvino_backend, "openvino_available", lambda: False)
-    assert resolve_backend(bundle, "auto", "fp32", 0) == "onnxruntime-cpu"
-    with pytest.raises(GpmaskError, match="backend openvino: the openvino Python package is "
-                                          "not installed"):
-        resolve_backend(bundle, "openvino", "fp32", 0)
+    assert backend("auto") == "onnxruntime-cpu"
+    with pytest.raises(GpmaskError, match=r"^backend openvino: not installed \(pip install "
+                                          r"openvino\)$"):
+        choose(bundle, "openvino", "fp32", 0)
     assert "openvino" in BACKENDS
 
 

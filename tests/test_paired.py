@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from gpmask.data.paired import PairedFolder, parse_data_spec
-from gpmask.data.pairs import FolderPairs
+from gpmask.data.paired_folders import PairedFolder, parse_data_spec
+from gpmask.data.sources import FolderPairs
 from gpmask.errors import GpmaskError
 
 

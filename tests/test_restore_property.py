@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gpmask.errors import GpmaskError
-from gpmask.runtime.frames import FLOAT_RANGE_TOLERANCE
+from gpmask.runtime.frame_batch import FLOAT_RANGE_TOLERANCE
 from tests.conftest import make_checkpoint
 
 DTYPES = [np.uint8, np.float32, np.float64, np.float16, np.int16, np.int64, np.bool_,

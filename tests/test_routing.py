@@ -207,7 +207,7 @@ def test_train_router_writes_a_checked_onnx_graph_and_manifest_entry(routed_bund
 
 
 def test_router_training_varies_scenes_but_not_the_heldout_frames() -> None:
-    from gpmask.export.router import RouterSettings, _vary_scene, router_examples
+    from gpmask.router.training import RouterSettings, _vary_scene, router_examples
 
     rng = np.random.default_rng(3)
     crop = rng.random((20, 30, 3), dtype=np.float32)
@@ -287,9 +287,10 @@ def test_tampered_router_is_refused(routed_bundle, tmp_path: Path) -> None:
 def test_shipped_router_matches_its_record_and_the_demo_weathers() -> None:
     import onnxruntime as ort
 
-    from gpmask.export.router import SHIPPED_ROUTERS, RouterSettings, shipped_router
+    from gpmask.export.shipped_router import SHIPPED_ROUTERS, shipped_router
     from gpmask.fileio import sha256_file
     from gpmask.masking.checkpoint import MaskedCheckpoint
+    from gpmask.router.training import RouterSettings
     from gpmask.runtime.routing import router_input
 
     weathers = MaskedCheckpoint.load("demo").weathers
@@ -310,7 +311,7 @@ def test_shipped_router_matches_its_record_and_the_demo_weathers() -> None:
 
 
 def test_attached_router_is_refused_when_its_record_does_not_match(tmp_path: Path) -> None:
-    from gpmask.export.router import SHIPPED_ROUTERS, attach_router
+    from gpmask.export.shipped_router import SHIPPED_ROUTERS, attach_router
 
     bundle = _bundle(tmp_path)
     graph = SHIPPED_ROUTERS["demo"]

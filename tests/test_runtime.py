@@ -21,13 +21,14 @@ import pytest
 
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
+from gpmask.host import physical_cores, tensorrt_problem
 from gpmask.runtime import Restorer
-from gpmask.runtime.backends import BACKENDS, tensorrt_available
+from gpmask.runtime.backends import BACKENDS
 from gpmask.runtime.backends.onnxruntime import (
     OnnxRuntimeBackend,
     SessionSettings,
     available_providers,
-    physical_cores,
+    provider_problem,
 )
 from tests.conftest import make_checkpoint
 
@@ -219,20 +220,23 @@ def test_auto_picks_cuda_then_openvino_on_a_bundle_without_engines(restorer, bun
     from gpmask.runtime.backends.openvino import openvino_available
 
     cpu = "openvino" if openvino_available() else "onnxruntime-cpu"
-    expected = "onnxruntime-cuda" if "cuda" in available_providers() else cpu
+    expected = "onnxruntime-cuda" if provider_problem("cuda", 0) is None else cpu
     assert Restorer(bundle_dir).backend_name == expected
     assert restorer.backend_name == "onnxruntime-cpu"
 
 
 def test_unknown_and_unavailable_backends_are_refused(bundle_dir):
-    with pytest.raises(GpmaskError, match="unknown backend 'onnx'; choose one of auto, tensorrt"):
+    with pytest.raises(GpmaskError, match="unknown backend 'onnx'; choose one of auto, "
+                                          "onnxruntime, tensorrt"):
         Restorer(bundle_dir, backend="onnx")
     assert "onnxruntime-cuda" in BACKENDS
     if "cuda" not in available_providers():
-        with pytest.raises(GpmaskError, match="no cuda execution provider"):
+        with pytest.raises(GpmaskError, match="^backend onnxruntime-cuda: this ONNX Runtime has "
+                                              "no CUDAExecutionProvider"):
             Restorer(bundle_dir, backend="onnxruntime-cuda")
-    if not tensorrt_available():
-        with pytest.raises(GpmaskError, match="tensorrt Python package is not installed"):
+    if tensorrt_problem():
+        with pytest.raises(GpmaskError, match="^backend tensorrt: the tensorrt package cannot "
+                                              "be imported"):
             Restorer(bundle_dir, backend="tensorrt")
 
 
@@ -291,7 +295,7 @@ def test_same_bytes_read_as_different_tensors_get_their_own_values(tmp_path):
     """The weight store shares bytes; int32[4] and int8[16] zeros are not one tensor."""
     from onnx import helper, numpy_helper
 
-    from gpmask.export.weight_store import write_shared_weights
+    from gpmask.bundle.weight_store import write_shared_weights
     from gpmask.runtime.backends.onnxruntime import SharedInitializers
 
     def graph(name: str, value: np.ndarray) -> onnx.ModelProto:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gpmask.data.clean import SAMPLE_MAX_SIDE, SAMPLE_SPLITS, load_image_folder, sample_images
-from gpmask.data.pairs import SyntheticPairs, fit_to_size
+from gpmask.data.sources import SyntheticPairs, fit_to_size
 from gpmask.data.synthetic import (
     DISJOINT_RANGES,
     HELDOUT_RANGES,
@@ -301,8 +301,8 @@ def test_synthetic_pairs_refuse_bad_requests(crops) -> None:
 
 def test_data_package_does_not_import_torch() -> None:
     """The runtime's demo renders weather on devices that have no torch."""
-    code = ("import sys, gpmask.data.clean, gpmask.data.synthetic, gpmask.data.paired, "
-            "gpmask.data.pairs; print(sorted(m for m in ('torch', 'gpmask.masking') "
+    code = ("import sys, gpmask.data.clean, gpmask.data.synthetic, gpmask.data.paired_folders, "
+            "gpmask.data.sources; print(sorted(m for m in ('torch', 'gpmask.masking') "
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).parents[1], timeout=120)

@@ -9,24 +9,28 @@ where TensorRT or a GPU is missing.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 from polygraphy.exception import PolygraphyException
 
+import gpmask.errors as errors
 import gpmask.runtime.backends as backends
 import gpmask.runtime.backends.tensorrt as tensorrt_backend
 from gpmask.bench.targets import plan_targets
-from gpmask.bundle import Bundle
-from gpmask.errors import GpmaskError
-from gpmask.runtime.backends.tensorrt import EngineTarget, engine_mismatch, tensorrt_errors
+from gpmask.bundle import Bundle, EngineRecord, EngineTarget
+from gpmask.errors import GpmaskError, tensorrt_errors
 from tests.conftest import make_checkpoint, needs_tensorrt
 
 RUNNING = EngineTarget("10.3.0", "Orin", "8.7")
 RECORD = {"path": "engines/rain.fp16.engine", "sha256": "0" * 64,
           "tensorrt_version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"}
+NO_GPU = "no NVIDIA GPU visible: the CUDA driver (libcuda.so.1) cannot be loaded"
+
+
+def engine_mismatch(record: dict, running: EngineTarget, root: str, precision: str) -> str | None:
+    return EngineRecord.of(record).mismatch(running, root, precision)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,8 @@ def test_mismatch_names_both_and_the_rebuild_command(field, value, built):
 
 
 def test_record_without_target_fields_is_refused():
-    message = engine_mismatch({"path": "engines/snow.int8.engine"}, RUNNING, "b", "int8")
+    message = engine_mismatch({"path": "engines/snow.int8.engine", "sha256": "0" * 64},
+                              RUNNING, "b", "int8")
     assert "built for TensorRT unknown on unknown (compute capability unknown)" in message
     assert "gpmask build b --precision int8" in message
 
@@ -75,7 +80,7 @@ def test_polygraphy_failures_become_one_gpmask_line():
 
 
 def test_tensorrt_binding_errors_are_mapped_and_others_pass(monkeypatch):
-    monkeypatch.setattr(tensorrt_backend, "tensorrt_error_types", lambda: (FakeTensorRTError,))
+    monkeypatch.setattr(errors, "tensorrt_error_types", lambda: (FakeTensorRTError,))
     with pytest.raises(GpmaskError, match=r"^running rain: out of memory$"), \
             tensorrt_errors("running rain"):
         raise FakeTensorRTError("out of memory")
@@ -84,53 +89,53 @@ def test_tensorrt_binding_errors_are_mapped_and_others_pass(monkeypatch):
 
 
 # ----------------------------------------------------------------- auto's fallback
-def _gpu_query_fails(device: int) -> EngineTarget:
-    raise OSError("libcudart.so: cannot open shared object file: No such file or directory")
+def _tensorrt_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT importable, but no GPU the CUDA driver reports."""
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_problem", lambda: None)
+    monkeypatch.setattr(tensorrt_backend, "gpu_problem", lambda device: NO_GPU)
 
 
-def _with_engine_record(exported: Path) -> Bundle:
-    """The bundle with fp32 engine records (never read: the GPU query fails first)."""
+def _with_engine_records(exported: Path, weathers: list[str] | None = None) -> Bundle:
+    """The bundle with fp32 engine records for ``weathers`` (default all; never read)."""
     bundle = Bundle.open(exported)
+    names = bundle.networks if weathers is None else weathers
     bundle.manifest["engines"] = {w: {"fp32": {**RECORD, "path": f"engines/{w}.fp32.engine"}}
-                                  for w in [*bundle.weathers, "common"]}
+                                  for w in names}
     return bundle
 
 
-def test_auto_falls_back_to_the_cpu_when_the_gpu_cannot_be_queried(
-    exported, monkeypatch, caplog
-):
+def test_auto_falls_back_to_the_cpu_when_no_gpu_is_visible(exported, monkeypatch):
     from gpmask.runtime.backends.openvino import openvino_available
 
-    monkeypatch.setattr(backends, "tensorrt_available", lambda: True)
-    monkeypatch.setattr(tensorrt_backend, "running_target", _gpu_query_fails)
-    with caplog.at_level(logging.WARNING, logger="gpmask.runtime"):
-        backend = backends.load_backend(_with_engine_record(exported), "auto", "fp32", 0)
-    # the CPU backend auto picks on a machine without a usable GPU
-    assert backend.name == ("openvino" if openvino_available() else "onnxruntime-cpu")
-    assert caplog.messages == ["not using TensorRT: cannot query GPU 0 (OSError: libcudart.so: "
-                               "cannot open shared object file: No such file or directory)"]
-    backend.close()
+    _tensorrt_without_gpu(monkeypatch)
+    choice = backends.choose(_with_engine_records(exported), "auto", "fp32", 0)
+    # the CPU backend auto picks on a machine without a usable GPU, saying why
+    assert choice.spec.name == ("openvino" if openvino_available() else "onnxruntime-cpu")
+    assert f"tensorrt: {NO_GPU}" in choice.reason
 
 
-def test_bench_skips_tensorrt_when_the_gpu_cannot_be_queried(exported, monkeypatch):
-    import gpmask.bench.targets as targets
+def test_auto_never_takes_engines_that_cover_only_some_weathers(exported, monkeypatch):
+    """An interrupted build leaves engines for some networks: auto passes TensorRT over
+    rather than refuse the other weathers in the middle of a video."""
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_problem", lambda: None)
+    monkeypatch.setattr(tensorrt_backend, "gpu_problem", lambda device: None)
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_target", lambda device: RUNNING)
+    bundle = _with_engine_records(exported, ["rain"])
+    choice = backends.choose(bundle, "auto", "fp32", 0)
+    assert choice.spec.name != "tensorrt"
+    assert (f"tensorrt: bundle {exported} has no fp32 TensorRT engines for raindrop, "
+            f"snow, common; run gpmask build {exported} --precision fp32") in choice.reason
+    with pytest.raises(GpmaskError, match="has no fp32 TensorRT engines for raindrop"):
+        backends.choose(bundle, "tensorrt", "fp32", 0)
+    assert backends.choose(_with_engine_records(exported), "auto", "fp32", 0).spec.name == \
+        "tensorrt"
 
-    monkeypatch.setattr(targets, "tensorrt_available", lambda: True)
-    monkeypatch.setattr(tensorrt_backend, "running_target", _gpu_query_fails)
-    planned, skipped = plan_targets(_with_engine_record(exported), ["tensorrt"], ["fp32"], None)
+
+def test_bench_skips_tensorrt_when_no_gpu_is_visible(exported, monkeypatch):
+    _tensorrt_without_gpu(monkeypatch)
+    planned, skipped = plan_targets(_with_engine_records(exported), ["tensorrt"], ["fp32"], {})
     assert planned == []
-    assert [s.line() for s in skipped] == [
-        "tensorrt: cannot query GPU 0 (OSError: libcudart.so: cannot open shared object file: "
-        "No such file or directory)"]
-
-
-def test_backend_tensorrt_refuses_with_the_reason_when_the_gpu_cannot_be_queried(
-    exported, monkeypatch
-):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed here")
-    monkeypatch.setattr(tensorrt_backend, "running_target", _gpu_query_fails)
-    with pytest.raises(GpmaskError, match=r"^backend tensorrt: cannot query GPU 0 \(OSError"):
-        tensorrt_backend.TensorRTBackend(_with_engine_record(exported), "fp32")
+    assert [s.line() for s in skipped] == [f"tensorrt: {NO_GPU}"]
 
 
 # ----------------------------------------------------------------- real engines
@@ -139,7 +144,7 @@ def engines(exported, tmp_path_factory) -> Path:
     """A copy of the bundle with fp32 engines for frames from 32x32 to 64x64."""
     import shutil
 
-    from gpmask.export.tensorrt_build import ShapeRange, build_bundle_engines
+    from gpmask.build.tensorrt import ShapeRange, build_bundle_engines
 
     root = Path(shutil.copytree(exported, tmp_path_factory.mktemp("engines") / "bundle"))
     build_bundle_engines(root, "fp32", ShapeRange((32, 32), (40, 52), (64, 64)))

@@ -9,26 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from gpmask.bundle import PRECISIONS, Bundle
-from gpmask.calibration.options import CalibrationOptions
-from gpmask.cli import main
-from gpmask.errors import GpmaskError
-from gpmask.export.tensorrt_build import (
-    BUILD_PRECISIONS,
+from gpmask.build.tensorrt import (
     DEFAULT_PROFILE,
     ShapeRange,
     build_bundle_engines,
     profile_shapes,
     timing_cache_name,
-    visible_gpu,
 )
+from gpmask.bundle import Bundle, TensorSpec
+from gpmask.calibration.options import CalibrationOptions
+from gpmask.cli import main
+from gpmask.errors import GpmaskError
 from gpmask.fileio import sha256_file
+from gpmask.host import gpu
 from tests.conftest import TENSORRT_SKIP_REASON, make_checkpoint, needs_tensorrt
 
 #: Calibration settings that keep a test's calibration to seconds.
 FAST = CalibrationOptions(max_psnr_drop=100, synthetic=4, calibration_size=(32, 32),
                           eval_size=(32, 32))
-DYNAMIC = {"name": "image", "shape": [None, 3, None, None]}
+DYNAMIC = TensorSpec("image", 4)
 SMALL_PROFILE = ShapeRange((32, 32), (64, 64), (128, 128))
 
 
@@ -75,10 +74,6 @@ def test_missing_precision_graphs_are_named(exported: Path) -> None:
         build_bundle_engines(exported, "int8")
 
 
-def test_build_precisions_are_known_precisions() -> None:
-    assert set(BUILD_PRECISIONS) <= set(PRECISIONS)
-
-
 @pytest.mark.parametrize("profile, message", [
     (ShapeRange((64, 64), (256, 256), (130, 1280)), "--max-size 130x1280: height and width must "
                                                     "be multiples of 4"),
@@ -108,25 +103,25 @@ def test_profiles_are_height_by_width() -> None:
 
 
 def test_dynamic_bundle_profile_comes_from_the_sizes_asked() -> None:
-    assert profile_shapes(DYNAMIC, None, 4) == DEFAULT_PROFILE
-    assert profile_shapes(DYNAMIC, ShapeRange((32, 32), (64, 64), (128, 128)), 4).max == \
+    assert profile_shapes(DYNAMIC, None) == DEFAULT_PROFILE
+    assert profile_shapes(DYNAMIC, ShapeRange((32, 32), (64, 64), (128, 128))).max == \
         (128, 128)
 
 
 def test_static_bundle_profile_is_its_shape() -> None:
-    static = {"name": "image", "shape": [2, 3, 720, 1280]}
-    profile = profile_shapes(static, None, 4)
+    static = TensorSpec("image", 4, (2, 3, 720, 1280))
+    profile = profile_shapes(static, None)
     assert profile.to_dict() == {"min": [720, 1280], "opt": [720, 1280], "max": [720, 1280],
                                  "batch": 2}
-    assert profile_shapes(static, ShapeRange.fixed(720, 1280), 4) == profile
+    assert profile_shapes(static, ShapeRange.fixed(720, 1280)) == profile
 
 
 @pytest.mark.parametrize("profile", [DEFAULT_PROFILE,
                                      ShapeRange((720, 1280), (720, 1280), (1080, 1920))])
 def test_static_bundle_refuses_sizes_that_contradict_it(profile: ShapeRange) -> None:
-    static = {"name": "image", "shape": [1, 3, 720, 1280]}
+    static = TensorSpec("image", 4, (1, 3, 720, 1280))
     with pytest.raises(GpmaskError) as caught:
-        profile_shapes(static, profile, 4)
+        profile_shapes(static, profile)
     assert str(caught.value) == (
         f"the profile ({profile}) contradicts the bundle's static input shape 1x3x720x1280: "
         f"its graphs accept 720x1280 only; leave --min-size, --opt-size and --max-size out, "
@@ -135,7 +130,7 @@ def test_static_bundle_refuses_sizes_that_contradict_it(profile: ShapeRange) -> 
 
 def test_build_reads_its_profile_from_the_three_size_options(monkeypatch) -> None:
     """Sizes not given keep their defaults; none given leaves the profile to the bundle."""
-    import gpmask.export.tensorrt_build as tensorrt_build
+    import gpmask.build.tensorrt as tensorrt_build
 
     asked = []
     monkeypatch.setattr(tensorrt_build, "build_bundle_engines",
@@ -162,19 +157,19 @@ def _assert_engines_recorded(root: Path, precision: str, written: list[str],
     import tensorrt as trt
 
     bundle = Bundle.open(root)
-    gpu = visible_gpu()
-    cache = root / timing_cache_name(trt.__version__, gpu.compute_capability, gpu.name)
+    device = gpu(0)
+    cache = root / timing_cache_name(trt.__version__, device.compute_capability, device.name)
     assert cache.is_file()
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
     for weather in [*bundle.weathers, "common"]:
-        entry = bundle.engine_entry(weather, precision)
-        assert entry["path"] in written
-        assert entry["sha256"] == sha256_file(root / entry["path"])
-        assert (entry["tensorrt_version"], entry["gpu"]) == (trt.__version__, gpu.name)
-        assert entry["precision"] == precision and entry["strongly_typed"] is True
-        assert entry["tf32"] is False
-        assert entry["shapes"] == shapes
-        engine = runtime.deserialize_cuda_engine((root / entry["path"]).read_bytes())
+        entry = bundle.engine(weather, precision)
+        assert entry.path in written
+        assert entry.sha256 == sha256_file(root / entry.path)
+        assert (entry.target.tensorrt_version, entry.target.gpu) == (trt.__version__,
+                                                                     device.name)
+        assert entry.precision == precision and not entry.tf32
+        assert entry.shapes == shapes
+        engine = runtime.deserialize_cuda_engine((root / entry.path).read_bytes())
         assert engine is not None
     assert json.loads((root / "manifest.json").read_text())["engines"]
 

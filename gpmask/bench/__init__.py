@@ -7,7 +7,7 @@ PNG plots. ``gpmask bench`` is the command line over the two. Torch is imported 
 and never by :mod:`gpmask.runtime`.
 """
 
-from gpmask.bench.report import write_report
+from gpmask.bench.report_files import write_report
 from gpmask.bench.runner import run_benchmark
 
 __all__ = ["run_benchmark", "write_report"]

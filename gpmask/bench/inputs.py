@@ -17,7 +17,7 @@ import numpy as np
 
 from gpmask.data.clean import sample_images
 from gpmask.data.synthetic import WEATHERS, degrade
-from gpmask.runtime.frames import pad_reflect
+from gpmask.runtime.frame_batch import pad_reflect
 
 
 @dataclass(frozen=True)

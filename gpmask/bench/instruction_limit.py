@@ -49,9 +49,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Which limit a graph precision is measured against (fp16 graphs run in fp32 on CPUs).
-LIMIT_OF_PRECISION = {"fp32": "fp32", "fp16": "fp32", "bf16": "bf16", "int8": "int8",
-                      "int8-cpu": "int8", "int8-openvino": "int8"}
+from gpmask.host import cpu_flags
 
 
 @dataclass(frozen=True)
@@ -159,17 +157,6 @@ class InstructionLimit:
     def to_dict(self) -> dict:
         return {"precision": self.precision, "instruction": self.instruction,
                 "gops": self.gops, "threads": self.threads, "reason": self.reason}
-
-
-def cpu_flags() -> set[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo, or None where there is none."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return None
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return None
 
 
 def _source(kernel: Kernel) -> str:

@@ -13,32 +13,14 @@ import importlib.metadata
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
 from gpmask import __version__
-from gpmask.runtime.backends.onnxruntime import physical_cores
+from gpmask.host import cpu_model, gpu, gpu_problem, notable_cpu_flags, physical_cores
 
 #: Distributions whose versions a report records (absent ones are recorded as null).
 RUNTIME_PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt",
                     "polygraphy", "opencv-python-headless")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux, else the platform's word)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def gpu_name() -> str | None:
-    """The first CUDA GPU's name as torch sees it, or None without one."""
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 def runtime_versions() -> dict[str, str | None]:
@@ -54,8 +36,10 @@ def runtime_versions() -> dict[str, str | None]:
 
 def describe_machine(threads: int) -> dict[str, Any]:
     """CPU model, physical cores, logical CPUs, threads used, GPU, OS."""
-    return {"cpu": cpu_model(), "physical_cores": physical_cores(),
-            "logical_cpus": os.cpu_count(), "threads": threads, "gpu": gpu_name(),
+    return {"cpu": cpu_model(), "cpu_flags": notable_cpu_flags(),
+            "physical_cores": physical_cores(),
+            "logical_cpus": os.cpu_count(), "threads": threads,
+            "gpu": None if gpu_problem() else gpu().name,
             "platform": platform.platform()}
 
 

@@ -31,17 +31,7 @@ from gpmask.bench.inputs import BenchFrame
 from gpmask.bench.memory import device_memory_used_mib, reset_peak_rss, rss_mib
 from gpmask.bench.stats import latency_summary
 from gpmask.bench.targets import Target
-from gpmask.bench.torch_reference import TorchCompileBackend, TorchEagerBackend, torch_device
 from gpmask.bundle import Bundle
-from gpmask.masking.checkpoint import MaskedCheckpoint
-from gpmask.runtime.backends import load_backend
-from gpmask.runtime.backends.base import Backend
-from gpmask.runtime.backends.openvino import OPENVINO_DEFAULTS, OpenVinoBackend
-
-#: Backends whose work runs on a CUDA GPU (torch decides by itself; see ``torch_device``).
-GPU_BACKENDS = ("onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
-#: The torch references, rebuilt from the checkpoint.
-TORCH_BACKENDS = {"torch": TorchEagerBackend, "torch-compile": TorchCompileBackend}
 
 
 @dataclass(frozen=True)
@@ -79,21 +69,7 @@ class TargetMeasurement:
 
 def target_device(target: Target) -> str:
     """``cpu`` or ``cuda:0``: where ``target`` does its arithmetic."""
-    if target.backend in TORCH_BACKENDS:
-        return torch_device()
-    return "cuda:0" if target.backend in GPU_BACKENDS else "cpu"
-
-
-def _load(target: Target, bundle_root: str, checkpoint: MaskedCheckpoint | None,
-          threads: int) -> Backend:
-    # run_benchmark verified every file of the bundle when it opened it; here, as in
-    # earlier reports, the load time covers the backend checking the files it reads.
-    bundle = Bundle.open(bundle_root, verify=False)
-    if target.backend in TORCH_BACKENDS:
-        return TORCH_BACKENDS[target.backend](checkpoint, bundle.weathers, torch_device(), threads)
-    if target.backend == "openvino-default":
-        return OpenVinoBackend(bundle, target.precision, settings=OPENVINO_DEFAULTS)
-    return load_backend(bundle, target.backend, target.precision, 0)
+    return "cpu" if target.spec.device == "cpu" else "cuda:0"
 
 
 def timed_runs(run: Callable[[int], object], plan: TimingPlan) -> dict[str, float]:
@@ -111,11 +87,9 @@ def timed_runs(run: Callable[[int], object], plan: TimingPlan) -> dict[str, floa
 def measure_target(
     target: Target,
     bundle_root: str,
-    checkpoint: MaskedCheckpoint | None,
     frames_by_size: dict[str, list[BenchFrame]],
     keep_weather: str,
     plan: TimingPlan,
-    threads: int,
     step: Callable[[str], None],
 ) -> TargetMeasurement:
     """Load ``target``, time it at every size, and record memory; ``step(size)`` after each."""
@@ -125,7 +99,9 @@ def measure_target(
     before = rss_mib()
     device_before = device_memory_used_mib(0) if device != "cpu" else None
     start = time.perf_counter()
-    backend = _load(target, bundle_root, checkpoint, threads)
+    # run_benchmark verified every file of the bundle when it opened it; here, as in
+    # earlier reports, the load time covers the backend checking the files it reads.
+    backend = target.spec.load(Bundle.open(bundle_root, verify=False), target.precision, 0)
     load_s = time.perf_counter() - start
     inference_precision = getattr(backend, "inference_precision", None)
     first = next(iter(frames_by_size.values()))

@@ -31,31 +31,32 @@ import numpy as np
 from tqdm import tqdm
 
 from gpmask.bench.inputs import BenchFrame, bench_frames
-from gpmask.bench.instruction_limit import LIMIT_OF_PRECISION, InstructionLimit, instruction_limits
+from gpmask.bench.instruction_limit import InstructionLimit, instruction_limits
 from gpmask.bench.machine import describe_machine, matmul_peak_gflops, runtime_versions
 from gpmask.bench.macs import count_macs
 from gpmask.bench.measure import (
-    TORCH_BACKENDS,
     TargetMeasurement,
     TimingPlan,
     measure_target,
     target_device,
 )
-from gpmask.bench.targets import Target, plan_targets
+from gpmask.bench.targets import Target, plan_targets, reference_specs
 from gpmask.bench.torch_reference import reference_checkpoint
-from gpmask.bundle import PRECISIONS, Bundle, check_precision
+from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
 from gpmask.metrics import psnr
+from gpmask.precision import NAMES, check_precision
+from gpmask.precision import precision as definition
 from gpmask.runtime.backends.onnxruntime import SessionSettings
 from gpmask.runtime.backends.openvino import CompileSettings
-from gpmask.runtime.frames import padded_size
+from gpmask.runtime.frame_batch import padded_size
 from gpmask.sizes import format_size, parse_size
 
 #: Version of the ``bench.json`` layout.
 REPORT_SCHEMA = 1
 DEFAULT_BACKENDS = ("torch", "openvino-default", "openvino", "onnxruntime-cpu",
                     "onnxruntime-cuda", "tensorrt")
-DEFAULT_PRECISIONS = PRECISIONS
+DEFAULT_PRECISIONS = NAMES
 #: References that do not stand for an exact fp32 computation (OpenVINO's default may
 #: run in bf16), so never the quality reference.
 INEXACT_REFERENCES = ("openvino-default",)
@@ -72,7 +73,7 @@ def run_benchmark(
     checkpoint: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Benchmark ``bundle``; returns the report (schema: see :mod:`gpmask.bench.report`).
+    """Benchmark ``bundle``; returns the report (schema: see :mod:`gpmask.bench.report_files`).
 
     Args:
         backends: names from :data:`gpmask.bench.targets.BENCH_BACKENDS`.
@@ -90,16 +91,17 @@ def run_benchmark(
         check_precision(precision, "--precisions")
     opened = Bundle.open(bundle)
     source, torch_note = reference_checkpoint(opened, checkpoint) \
-        if set(backends) & set(TORCH_BACKENDS) else (None, None)
-    targets, skipped = plan_targets(opened, list(backends), list(precisions),
-                                    None if source else torch_note)
+        if {"torch", "torch-compile"} & set(backends) else (None, None)
+    settings = SessionSettings()
+    threads = settings.intra_op_threads
+    targets, skipped = plan_targets(
+        opened, list(backends), list(precisions),
+        reference_specs(source, None if source else torch_note, threads))
     exact = next((t for t in targets if t.precision == "fp32"
                   and t.backend not in INEXACT_REFERENCES), None)
     if exact is not None:  # the quality reference first, so every target is compared with it
         targets = [exact, *(t for t in targets if t is not exact)]
     source_name = torch_note if source else None
-    settings = SessionSettings()
-    threads = settings.intra_op_threads
     multiple = opened.size_multiple
     frames = {size: bench_frames(h, w, opened.weathers, multiple)
               for size, (h, w) in parsed.items()}
@@ -115,8 +117,8 @@ def run_benchmark(
         for target in targets:
             bar.set_postfix_str(target.label)
             measured = measure_target(
-                target, str(opened.root), source, frames, opened.default_weather,
-                TimingPlan(iters, warmup), threads, step=lambda size: bar.update(),
+                target, str(opened.root), frames, opened.default_weather,
+                TimingPlan(iters, warmup), step=lambda size: bar.update(),
             )
             if (reference is None and target.precision == "fp32"
                     and target.backend not in INEXACT_REFERENCES):
@@ -172,7 +174,7 @@ def _target_record(target: Target, measured: TargetMeasurement,
                    limits: dict[str, InstructionLimit]) -> dict[str, Any]:
     peak = peaks[measured.device.split(":")[0]]
     limit_precision = ("bf16" if measured.inference_precision == "bf16"
-                       else LIMIT_OF_PRECISION.get(target.precision, "fp32"))
+                       else definition(target.precision).instruction_limit)
     limit = limits.get(limit_precision) if measured.device == "cpu" else None
     sizes = []
     for size, m in measured.sizes.items():

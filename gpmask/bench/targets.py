@@ -1,7 +1,9 @@
 """Which backend x precision pairs a benchmark can run here, and why the others cannot.
 
 A user asks for backends and precisions; the bundle and the machine decide what
-exists. Everything that cannot run becomes a :class:`Skip` with a one-line reason the
+exists. The deployment backends are the runtime's registry
+(:data:`gpmask.runtime.backends.REGISTRY`): their specs say what cannot run here and
+why. Everything that cannot run becomes a :class:`Skip` with a one-line reason the
 report lists (a missing runtime, a precision the bundle was not calibrated or built
 for, an engine built for another GPU, a CPU without bfloat16), never an exception. A
 name that is not a backend at all is a typo, and refused.
@@ -11,37 +13,42 @@ only: ``torch`` (eager, rebuilt from the checkpoint: the latency and quality
 reference), ``torch-compile`` (the same modules through ``torch.compile``), and
 ``openvino-default`` (OpenVINO's ``compile_model`` with no options on the bundle's fp32
 graphs: what an x86 user gets without gpmask; on a CPU with bfloat16 OpenVINO then
-runs it in bf16, which its PSNR shows).
+runs it in bf16, which its PSNR shows). They are specs of the same kind, made here
+(:func:`reference_specs`) because torch lives in the benchmark, never in the runtime.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from gpmask.bundle import HINTED_PRECISIONS, Bundle
+from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
-from gpmask.runtime.backends import tensorrt_available
-from gpmask.runtime.backends.openvino import (
-    graph_precision,
-    openvino_available,
-    precision_refusal,
-)
+from gpmask.runtime.backends import REGISTRY
+from gpmask.runtime.backends.base import BackendSpec
+
+if TYPE_CHECKING:
+    from gpmask.masking.checkpoint import MaskedCheckpoint
 
 #: The references (fp32 only), torch eager first.
 REFERENCE_BACKENDS = ("torch", "torch-compile", "openvino-default")
-#: Backends ``gpmask bench`` knows: the references, then the runtime's backends.
-BENCH_BACKENDS = (*REFERENCE_BACKENDS, "openvino", "onnxruntime-cpu", "onnxruntime-cuda",
-                  "onnxruntime-tensorrt", "tensorrt")
+#: Backends ``gpmask bench`` knows: the references, then the runtime's registry.
+BENCH_BACKENDS = (*REFERENCE_BACKENDS, *(spec.name for spec in REGISTRY))
 #: The precision the references run at: they are fp32 references, not deployment targets.
-TORCH_PRECISION = REFERENCE_PRECISION = "fp32"
+REFERENCE_PRECISION = "fp32"
 
 
 @dataclass(frozen=True)
 class Target:
     """One backend at one precision."""
 
-    backend: str
+    spec: BackendSpec
     precision: str
+
+    @property
+    def backend(self) -> str:
+        return self.spec.name
 
     @property
     def label(self) -> str:
@@ -62,121 +69,83 @@ class Skip:
         return f"{subject}: {self.reason}"
 
 
-def plan_targets(
-    bundle: Bundle, backends: list[str], precisions: list[str], torch_reason: str | None
-) -> tuple[list[Target], list[Skip]]:
-    """Targets to run, the references first (torch eager first of all), and everything skipped.
+def reference_specs(checkpoint: MaskedCheckpoint | None, torch_reason: str | None,
+                    threads: int) -> dict[str, BackendSpec]:
+    """The references as specs: torch eager and torch.compile on ``checkpoint`` (or not,
+    for ``torch_reason``), OpenVINO's defaults on the fp32 graphs."""
+    from gpmask.bench.torch_reference import (
+        TorchCompileBackend,
+        TorchEagerBackend,
+        torch_compile_refusal,
+        torch_device,
+    )
+    from gpmask.runtime.backends.openvino import OPENVINO_DEFAULTS, OpenVinoBackend
+    from gpmask.runtime.backends.openvino import SPEC as OPENVINO
 
-    ``torch_reason`` is why torch cannot run (no checkpoint), or None when it can.
-    """
+    device = "cpu" if torch_device() == "cpu" else "gpu"
+    fp32_only = _only(REFERENCE_PRECISION)
+
+    def torch_spec(name: str, kind: type[TorchEagerBackend], refusal) -> BackendSpec:
+        return BackendSpec(
+            name, device, (REFERENCE_PRECISION,),
+            unavailable=lambda index: torch_reason or refusal(),
+            refusal=fp32_only,
+            load=lambda bundle, precision, index: kind(checkpoint, bundle.weathers,
+                                                       torch_device(), threads))
+
+    specs = (
+        torch_spec("torch", TorchEagerBackend, lambda: None),
+        torch_spec("torch-compile", TorchCompileBackend, torch_compile_refusal),
+        BackendSpec("openvino-default", "cpu", (REFERENCE_PRECISION,), OPENVINO.unavailable,
+                    lambda bundle, precision, index: fp32_only(bundle, precision, index)
+                    or OPENVINO.refusal(bundle, precision, index),
+                    lambda bundle, precision, index: OpenVinoBackend(
+                        bundle, precision, settings=OPENVINO_DEFAULTS)),
+    )
+    return {spec.name: spec for spec in specs}
+
+
+def _only(precision: str):
+    def refusal(bundle: Bundle, asked: str, device: int) -> str | None:
+        return None if asked == precision else f"a reference; it runs {precision} only"
+    return refusal
+
+
+def plan_targets(
+    bundle: Bundle, backends: list[str], precisions: list[str],
+    references: dict[str, BackendSpec],
+) -> tuple[list[Target], list[Skip]]:
+    """Targets to run, the references first (torch eager first of all), then the
+    backends in the order asked, and everything skipped. A precision every asked backend
+    refuses for the same reason (graphs the bundle lacks) is one skip, not one per
+    backend."""
     for backend in backends:
         if backend not in BENCH_BACKENDS:
             raise GpmaskError(f"unknown backend {backend!r}; choose from "
                               f"{', '.join(BENCH_BACKENDS)}")
+    registered = {spec.name: spec for spec in REGISTRY}
+    specs = [*(references[name] for name in REFERENCE_BACKENDS if name in backends),
+             *(registered[name] for name in backends if name in registered)]
     targets: list[Target] = []
     skipped: list[Skip] = []
-    graph_precisions, hinted = [], []
-    for precision in precisions:
-        reason = _missing_graphs(bundle, graph_precision(precision))
-        if reason:
-            skipped.append(Skip(None, precision, reason))
-        elif precision in HINTED_PRECISIONS:
-            hinted.append(precision)
-        else:
-            graph_precisions.append(precision)
-    if hinted and "openvino" not in backends:
-        skipped.extend(Skip(None, p, _hinted_reason(p)) for p in hinted)
-    ordered = sorted(backends, key=lambda name: (BENCH_BACKENDS.index(name)
-                                                 if name in REFERENCE_BACKENDS else 99))
-    for backend in ordered:
-        if backend in REFERENCE_BACKENDS:
-            reason = _reference_reason(backend, torch_reason)
-            if reason:
-                skipped.append(Skip(backend, None, reason))
-            else:
-                targets.append(Target(backend, REFERENCE_PRECISION))
-        elif backend == "tensorrt":
-            _plan_tensorrt(bundle, [p for p in precisions if p not in HINTED_PRECISIONS],
-                           targets, skipped)
-        elif backend == "openvino":
-            if not openvino_available():
-                skipped.append(Skip(backend, None, "not installed (pip install openvino)"))
-                continue
-            targets.extend(Target(backend, p) for p in graph_precisions)
-            for precision in hinted:
-                reason = precision_refusal(precision)
-                if reason:
-                    skipped.append(Skip(backend, precision, reason))
-                else:
-                    targets.append(Target(backend, precision))
-        else:
-            reason = _missing_provider(backend.removeprefix("onnxruntime-"))
-            if reason:
-                skipped.append(Skip(backend, None, reason))
-            else:
-                targets.extend(Target(backend, p) for p in graph_precisions)
-    return targets, skipped
-
-
-def _hinted_reason(precision: str) -> str:
-    return (f"OpenVINO's {precision} inference of the {HINTED_PRECISIONS[precision]} graphs; "
-            f"only the openvino backend runs it")
-
-
-def _reference_reason(backend: str, torch_reason: str | None) -> str | None:
-    """Why reference ``backend`` cannot run here, or None."""
-    if backend == "openvino-default":
-        return None if openvino_available() else "not installed (pip install openvino)"
-    if torch_reason:
-        return torch_reason
-    if backend == "torch-compile":
-        from gpmask.bench.torch_reference import torch_compile_refusal
-
-        return torch_compile_refusal()
-    return None
-
-
-def _missing_graphs(bundle: Bundle, precision: str) -> str | None:
-    graphs = bundle.manifest.get("graphs", {})
-    lacking = [w for w in bundle.weathers if precision not in graphs.get(w, {})]
-    if not lacking:
-        return None
-    if len(lacking) == len(bundle.weathers):
-        return (f"bundle has no {precision} graphs; run gpmask calibrate {bundle.root} "
-                f"--precision {precision}")
-    return f"bundle has no {precision} graphs for {', '.join(lacking)}"
-
-
-def _missing_provider(kind: str) -> str | None:
-    from gpmask.runtime.backends.onnxruntime import PROVIDERS, available_providers
-
-    if kind in available_providers():
-        return None
-    hint = "" if kind == "cpu" else " (install onnxruntime-gpu)"
-    return f"this ONNX Runtime has no {PROVIDERS[kind]}{hint}"
-
-
-def _plan_tensorrt(bundle: Bundle, precisions: list[str], targets: list[Target],
-                   skipped: list[Skip]) -> None:
-    if not tensorrt_available():
-        skipped.append(Skip("tensorrt", None, "not installed"))
-        return
-    from gpmask.runtime.backends.tensorrt import engine_mismatch, probe_running_target
-
-    running, problem = probe_running_target(0)
-    if running is None:
-        skipped.append(Skip("tensorrt", None, problem))
-        return
-    engines = bundle.manifest.get("engines", {})
-    for precision in precisions:
-        records = [engines.get(w, {}).get(precision) for w in bundle.weathers]
-        if not all(records):
-            skipped.append(Skip("tensorrt", precision, f"bundle has no {precision} engines; "
-                                f"run gpmask build {bundle.root} --precision {precision}"))
-            continue
-        problem = next(filter(None, (engine_mismatch(r, running, str(bundle.root), precision)
-                                     for r in records)), None)
+    refused: dict[tuple[str, str], list[str]] = defaultdict(list)
+    deployed = 0
+    for spec in specs:
+        problem = spec.unavailable(0)
         if problem:
-            skipped.append(Skip("tensorrt", precision, problem))
+            skipped.append(Skip(spec.name, None, problem))
+            continue
+        reference = spec.name in REFERENCE_BACKENDS
+        deployed += not reference
+        for precision in (REFERENCE_PRECISION,) if reference else precisions:
+            problem = spec.refusal(bundle, precision, 0)
+            if problem is None:
+                targets.append(Target(spec, precision))
+            else:
+                refused[(precision, problem)].append(spec.name)
+    for (precision, problem), names in refused.items():
+        if len(names) == deployed:
+            skipped.append(Skip(None, precision, problem))
         else:
-            targets.append(Target("tensorrt", precision))
+            skipped.extend(Skip(name, precision, problem) for name in names)
+    return targets, skipped

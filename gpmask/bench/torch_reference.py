@@ -31,7 +31,7 @@ def reference_checkpoint(
     ``(None, reason)``. A checkpoint the user names that is missing or is not the one
     the bundle was exported from is refused: that is bad input, not a missing backend.
     """
-    recorded = (bundle.manifest.get("checkpoint") or {}).get("sha256")
+    recorded = bundle.checkpoint_sha256
     if checkpoint is not None:
         path = resolve_checkpoint(checkpoint)
         if not path.is_file():

@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gpmask.calibration.frames import Frames
-from gpmask.calibration.int8 import Calibration, Int8Scheme, quantizable_nodes, quantize
-from gpmask.calibration.quality import Scores, cpu_session, run_frames, score
+from gpmask.calibration.frame_sets import Frames
+from gpmask.calibration.int8 import Calibration, quantizable_nodes, quantize
+from gpmask.calibration.quality import Scores, run_frames, score
 from gpmask.errors import GpmaskError
+from gpmask.graph.session import cpu_session
+from gpmask.precision import Precision
 
 
 @dataclass
@@ -55,15 +57,15 @@ class _Trial:
     """Quantizes with a given exclusion list and scores the result on the held-out frames."""
 
     def __init__(
-        self, calibration: Calibration, scheme: Int8Scheme, frames: Frames,
+        self, calibration: Calibration, precision: Precision, frames: Frames,
         fp32_outputs: list[np.ndarray], folder: Path,
     ) -> None:
-        self.calibration, self.scheme = calibration, scheme
+        self.calibration, self.precision = calibration, precision
         self.frames, self.fp32_outputs = frames, fp32_outputs
         self.path = folder / "trial.onnx"
 
     def run(self, excluded: list[str]) -> tuple[bytes, Scores]:
-        quantize(self.calibration, self.scheme, self.path, excluded)
+        quantize(self.calibration, self.precision.int8, self.path, excluded)
         graph = self.path.read_bytes()
         outputs = run_frames(cpu_session(graph), self.frames)
         return graph, score(outputs, self.fp32_outputs, self.frames)
@@ -73,7 +75,7 @@ def layer_sensitivity(trial: _Trial, candidates: list[str],
                       progress: bool = True) -> list[tuple[str, float]]:
     """``(node, PSNR vs fp32 with only that node quantized)``, most sensitive first."""
     ranking = []
-    for node in tqdm(candidates, desc=f"{trial.scheme.precision} sensitivity", unit="layer",
+    for node in tqdm(candidates, desc=f"{trial.precision.name} sensitivity", unit="layer",
                      leave=False, disable=not progress):
         _, scores = trial.run([other for other in candidates if other != node])
         ranking.append((node, scores.psnr_vs_fp32))
@@ -82,13 +84,14 @@ def layer_sensitivity(trial: _Trial, candidates: list[str],
 
 def fit_budget(
     calibration: Calibration,
-    scheme: Int8Scheme,
+    precision: Precision,
     frames: Frames,
     fp32_outputs: list[np.ndarray],
     max_drop: float,
     progress: bool = True,
 ) -> BudgetResult:
-    """Quantize ``calibration.graph`` with as few fp32 layers as the budget allows.
+    """Quantize ``calibration.graph`` to the int8 ``precision`` with as few fp32 layers
+    as the budget allows.
 
     ``frames`` must be held-out frames with their clean images (the drop is measured
     against ground truth); ``fp32_outputs`` are the fp32 graph's outputs on them.
@@ -97,7 +100,7 @@ def fit_budget(
         raise GpmaskError("the quality budget needs held-out frames with clean images")
     candidates = quantizable_nodes(calibration.graph)
     with tempfile.TemporaryDirectory(prefix="gpmask-int8-") as folder:
-        trial = _Trial(calibration, scheme, frames, fp32_outputs, Path(folder))
+        trial = _Trial(calibration, precision, frames, fp32_outputs, Path(folder))
         graph, first = trial.run([])
         tried = {0: (graph, first)}
         if first.drop > max_drop and candidates:

@@ -11,7 +11,7 @@ cache; a scheme that rewrites the graph first quantizes it with ranges of its ow
   quantized only where its reader needs quantized inputs (an addition), not before a
   ReLU: a Q/DQ pair between a convolution and its activation would make TensorRT run
   the activation as a kernel of its own instead of fusing it. Convolutions over a channel
-  concatenation are split into sums first (:mod:`gpmask.calibration.concat_split`):
+  concatenation are split into sums first (:mod:`gpmask.graph.concat_split`):
   exact, fused by TensorRT as a residual addition, and it keeps the graph off the
   pattern OpenVINO 2026 computes wrongly with signed activations (a Concat read by a
   quantized convolution; see ``tests/test_int8_consumers.py``).
@@ -19,30 +19,28 @@ cache; a scheme that rewrites the graph first quantizes it with ranges of its ow
   activations, int8 symmetric per-channel weights, int32 biases, so that its graph
   optimiser fuses each DQ-Conv-Q group into one QLinearConv. The fp32 graph is first
   rewritten, exactly, into the shapes those kernels run fastest: upsampling transposed
-  convolutions as convolutions (:mod:`gpmask.calibration.subpixel`), since ONNX Runtime
+  convolutions as convolutions (:mod:`gpmask.graph.subpixel`), since ONNX Runtime
   has no quantized ConvTranspose; convolutions over a channel concatenation as sums
-  of convolutions (:mod:`gpmask.calibration.concat_split`); narrow convolutions
-  widened with zero channels (:mod:`gpmask.calibration.channel_padding`).
+  of convolutions (:mod:`gpmask.graph.concat_split`); narrow convolutions
+  widened with zero channels (:mod:`gpmask.graph.channel_padding`).
 - ``int8-openvino``: what OpenVINO's CPU plugin runs fastest: uint8 asymmetric
   activations, float biases, Q/DQ only on the inputs of convolutions and additions;
   upsampling as sub-pixel convolutions (OpenVINO runs a quantized ConvTranspose in
-  float32 on x86: 13 % of the demo's int8 run) and concatenations split, but no channel
-  padding: OpenVINO's int8 kernels take narrow layers as they are, and the padding
-  cost it the extra multiply-accumulates plus reference-kernel Slice, Pad and Convert
-  nodes. Measured on the demo network on one AVX2 core (CPU time per 256x256 frame):
-  48 ms against 56 ms for the int8 graph and 58 ms for int8-cpu on OpenVINO, 65-76 ms
-  for int8-cpu on ONNX Runtime (``benchmarks/profile_layers.py``, ``bench_cpu.py``).
+  float32 on x86) and concatenations split, but no channel padding: OpenVINO's int8
+  kernels take narrow layers as they are, and the padding would cost it the extra
+  multiply-accumulates plus reference-kernel Slice, Pad and Convert nodes
+  (``benchmarks/profile_layers.py`` shows both; ``bench_cpu.py`` compares the graphs).
 
-All schemes quantize weights to 7 bits (``[-64, 64]``, ONNX Runtime's
-``reduce_range``). x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake) multiply
-uint8 by int8 with ``vpmaddubsw``, which adds each pair of products into a saturating
-int16: with 8-bit weights a pair reaches ``2 * 255 * 127 = 64770`` and clips. Both
-ONNX Runtime's and OpenVINO's int8 kernels use it there; measured on an AVX2 CPU, the
-demo network's int8-cpu graph came out at 33 dB against fp32 instead of the 48 dB its
-Q/DQ arithmetic gives. With 7-bit weights a pair stays below ``2 * 255 * 64 = 32640``,
-so every x86 CPU computes what the graph says, and the quality budget measured on the
-calibrating machine holds on the deploying one (and on TensorRT, which reads the same
-scales). It costs about 0.3 dB of PSNR against fp32 on the demo network.
+All schemes quantize weights to 7 bits (``[-64, 64]``, ONNX Runtime's ``reduce_range``).
+x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake) multiply uint8 by int8 with
+``vpmaddubsw``, which adds each pair of products into a saturating int16: with 8-bit
+weights a pair reaches ``2 * 255 * 127 = 64770`` and clips. Both ONNX Runtime's and
+OpenVINO's int8 kernels use it there, and on an AVX2 CPU the demo network's int8-cpu graph
+came out more than 10 dB further from fp32 than its Q/DQ arithmetic (the README gives the
+figures). With 7-bit weights a pair stays below ``2 * 255 * 64 = 32640``, so every x86 CPU
+computes what the graph says, and the quality budget measured on the calibrating machine
+holds on the deploying one (and on TensorRT, which reads the same scales). It costs a
+fraction of a dB of PSNR against fp32 on the demo network.
 
 The cache is ONNX Runtime's own calibration-cache JSON, stored under
 ``BUNDLE/calibration/`` with a file name that is a hash of the graph, the frames and the
@@ -63,7 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gpmask.calibration.frames import Frames, to_batch
+from gpmask.calibration.frame_sets import Frames, to_batch
+from gpmask.precision import Int8Scheme
 
 #: Calibration method names on the command line -> ONNX Runtime CalibrationMethod names.
 METHODS = {"entropy": "Entropy", "percentile": "Percentile", "minmax": "MinMax"}
@@ -75,50 +74,16 @@ CACHE_FOLDER = "calibration"
 PERCENTILE = 99.999
 
 
-@dataclass(frozen=True)
-class Int8Scheme:
-    """How calibrated ranges become Q/DQ nodes (see the module docstring).
-
-    Attributes:
-        rewrites: exact graph rewrites applied to the fp32 graph before quantizing, by
-            name, in order (:data:`gpmask.calibration.rewrites.REWRITES`).
-        quantize_conv_outputs: Q/DQ on every convolution's output (ONNX Runtime fuses
-            DQ-Conv-Q into QLinearConv) or only where a reader quantizes its inputs.
-        reduce_range: 7-bit weights, so no x86 int8 kernel saturates.
-    """
-
-    precision: str
-    activations_unsigned: bool
-    activations_symmetric: bool
-    quantize_bias: bool
-    rewrites: tuple[str, ...]
-    quantize_conv_outputs: bool
-    reduce_range: bool = True
-
-    def quantize_options(self) -> dict:
-        """``extra_options`` for ``quantize_static`` (the calibration-side options excluded)."""
-        return {
-            "ActivationSymmetric": self.activations_symmetric,
-            "WeightSymmetric": True,
-            "QuantizeBias": self.quantize_bias,
-            "OpTypesToExcludeOutputQuantization":
-                [] if self.quantize_conv_outputs else ["Conv", "ConvTranspose"],
-        }
-
-
-SCHEMES = {
-    "int8": Int8Scheme("int8", activations_unsigned=False, activations_symmetric=True,
-                       quantize_bias=False, rewrites=("concat_split",),
-                       quantize_conv_outputs=False),
-    "int8-cpu": Int8Scheme("int8-cpu", activations_unsigned=True, activations_symmetric=False,
-                           quantize_bias=True,
-                           rewrites=("subpixel", "concat_split", "channel_padding"),
-                           quantize_conv_outputs=True),
-    "int8-openvino": Int8Scheme("int8-openvino", activations_unsigned=True,
-                                activations_symmetric=False, quantize_bias=False,
-                                rewrites=("subpixel", "concat_split"),
-                                quantize_conv_outputs=False),
-}
+def quantize_options(scheme: Int8Scheme) -> dict:
+    """``extra_options`` for ``quantize_static`` from ``scheme`` (the calibration-side
+    options excluded)."""
+    return {
+        "ActivationSymmetric": scheme.activations_symmetric,
+        "WeightSymmetric": True,
+        "QuantizeBias": scheme.quantize_bias,
+        "OpTypesToExcludeOutputQuantization":
+            [] if scheme.quantize_conv_outputs else ["Conv", "ConvTranspose"],
+    }
 
 
 class FrameReader:
@@ -224,7 +189,7 @@ def quantize(
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(nodes_to_exclude or []),
             calibrate_method=getattr(CalibrationMethod, METHODS[calibration.method]),
-            extra_options={**scheme.quantize_options(), **calib_options},
+            extra_options={**quantize_options(scheme), **calib_options},
             calibration_cache_path=calibration.cache_path,
         )
 

@@ -9,24 +9,12 @@ so this works on any machine.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from gpmask.calibration.frames import Frames, from_batch, to_batch
+from gpmask.calibration.frame_sets import Frames, from_batch, to_batch
 from gpmask.metrics import psnr, ssim
-
-
-def cpu_session(model: str | os.PathLike | bytes, threads: int = 0):
-    """An ONNX Runtime CPU session for a graph file (or serialized graph)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def run_frames(session, frames: Frames) -> list[np.ndarray]:

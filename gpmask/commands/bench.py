@@ -31,14 +31,14 @@ def _names(text: str) -> list[str]:
 def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.bench.runner import DEFAULT_BACKENDS, DEFAULT_PRECISIONS, DEFAULT_SIZES
     from gpmask.bench.targets import BENCH_BACKENDS
-    from gpmask.bundle import PRECISIONS
+    from gpmask.precision import NAMES
 
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
     parser.add_argument("--backends", type=_names, default=list(DEFAULT_BACKENDS),
                         metavar="LIST", help=f"from {','.join(BENCH_BACKENDS)}; default "
                                              f"{','.join(DEFAULT_BACKENDS)}")
     parser.add_argument("--precisions", type=_names, default=list(DEFAULT_PRECISIONS),
-                        metavar="LIST", help=f"from {','.join(PRECISIONS)}; default "
+                        metavar="LIST", help=f"from {','.join(NAMES)}; default "
                                              f"{','.join(DEFAULT_PRECISIONS)}")
     parser.add_argument("--sizes", type=sizes_argument, metavar="HxW,...",
                         default=[parse_size(size) for size in DEFAULT_SIZES],
@@ -56,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.bench import run_benchmark, write_report
-    from gpmask.bench.report import markdown
+    from gpmask.bench.report_files import markdown
     from gpmask.fileio import check_folder_output, check_outputs
 
     check_outputs([args.output], [args.bundle, args.checkpoint])

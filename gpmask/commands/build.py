@@ -29,12 +29,14 @@ _PROFILE_SIZES = {
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from gpmask.export.tensorrt_build import BUILD_PRECISIONS, DEFAULT_PROFILE
+    from gpmask.build.tensorrt import DEFAULT_PROFILE
+    from gpmask.precision import TENSORRT_PRECISIONS
 
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
-    parser.add_argument("--precision", choices=BUILD_PRECISIONS, default="fp16",
-                        help=f"which graphs to build from: {', '.join(BUILD_PRECISIONS)} "
-                             "(default fp16)")
+    parser.add_argument("--precision", choices=TENSORRT_PRECISIONS, default="fp16",
+                        help=f"which graphs to build from: {', '.join(TENSORRT_PRECISIONS)} "
+                             "(default fp16; `gpmask run` with --precision auto then takes "
+                             "the engines built)")
     for name, role in _PROFILE_SIZES.items():
         default = format_size(getattr(DEFAULT_PROFILE, name))
         parser.add_argument(f"--{name}-size", type=size_argument, metavar="HxW",
@@ -49,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpmask.export.tensorrt_build import DEFAULT_PROFILE, ShapeRange, build_bundle_engines
+    from gpmask.build.tensorrt import DEFAULT_PROFILE, ShapeRange, build_bundle_engines
 
     sizes = {name: getattr(args, f"{name}_size") for name in _PROFILE_SIZES}
     profile = None if all(size is None for size in sizes.values()) else ShapeRange(

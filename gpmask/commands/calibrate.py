@@ -27,12 +27,13 @@ from gpmask.sizes import format_size, size_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from gpmask.calibration.int8 import METHODS, SCHEMES
+    from gpmask.calibration.int8 import METHODS
+    from gpmask.precision import CALIBRATED
 
     defaults = _defaults()
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
-    parser.add_argument("--precision", required=True, choices=("fp16", *SCHEMES),
-                        help=f"the graphs to add: {', '.join(('fp16', *SCHEMES))} (required)")
+    parser.add_argument("--precision", required=True, choices=CALIBRATED,
+                        help=f"the graphs to add: {', '.join(CALIBRATED)} (required)")
     parser.add_argument("--fp16-io", action="store_true",
                         help="fp16: make graph inputs and outputs float16 too (default "
                              "float32)")
@@ -73,17 +74,17 @@ def run(args: argparse.Namespace) -> int:
         max_psnr_drop=args.max_psnr_drop, calibration_size=args.calibration_size,
         eval_size=args.eval_size, fp16_io=args.fp16_io, progress=not args.no_progress,
     )
-    entries = calibrate_bundle(args.bundle, args.precision, options)
-    for weather, entry in entries.items():
-        scores = entry["scores"]
-        line = (f"{weather:<10} {args.precision:<8} drop {scores['drop']:+.3f} dB  "
-                f"PSNR vs fp32 {scores['psnr_vs_fp32']:.2f} dB")
-        if "excluded_layers" in entry:
-            line += (f"  layers in fp32 {len(entry['excluded_layers'])}/"
-                     f"{entry['quantizable_layers']}"
-                     f"  calibration {'computed' if entry['calibrated_now'] else 'cached'}")
-            if not entry["fits"]:
-                line += f"  DOES NOT FIT the {entry['max_psnr_drop']} dB budget"
+    results = calibrate_bundle(args.bundle, args.precision, options)
+    for weather, result in results.items():
+        scores = result.scores
+        line = (f"{weather:<10} {args.precision:<8} drop {scores.drop:+.3f} dB  "
+                f"PSNR vs fp32 {scores.psnr_vs_fp32:.2f} dB")
+        if result.budget is not None and result.calibration is not None:
+            line += (f"  layers in fp32 {len(result.budget.excluded)}/"
+                     f"{result.budget.candidates}  calibration "
+                     f"{'computed' if result.calibrated_now else 'cached'}")
+        if not result.fits:
+            line += f"  DOES NOT FIT the {result.max_psnr_drop} dB budget"
         print(line)
     print(f"report: {args.bundle}/reports/calibration.md", file=sys.stderr)
     return 0

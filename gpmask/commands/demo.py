@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gpmask.commands.options import add_backend, add_no_progress
+from gpmask.commands.options import add_backend, add_no_progress, add_precision
 from gpmask.sizes import format_size, size_argument
 
 
@@ -30,6 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=size_argument, default=(192, 192), metavar="HxW",
                         help="frame size (default 192x192)")
     add_backend(parser)
+    add_precision(parser)
     parser.add_argument("--force", action="store_true",
                         help="replace an existing output folder (only an earlier demo's "
                              "output or an empty folder)")
@@ -37,10 +38,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gpmask.demo.app import DEMO_FOLDER, format_table, is_demo_output, run_demo
     from gpmask.errors import GpmaskError
     from gpmask.export import export_bundle
     from gpmask.fileio import atomic_directory, check_outputs
-    from gpmask.runtime.demo import DEMO_FOLDER, format_table, is_demo_output, run_demo
 
     if min(args.size) < 32:
         raise GpmaskError(f"--size {format_size(args.size)}: the demo needs frames of at "
@@ -55,10 +56,12 @@ def run(args: argparse.Namespace) -> int:
             bundle = folder / "bundle"
             export_bundle("demo", bundle, progress=progress)  # with its shipped router
         summary = run_demo(bundle, folder, frames=args.frames, size=args.size,
-                           backend=args.backend, progress=progress)
+                           backend=args.backend, precision=args.precision,
+                           progress=progress)
     print(format_table(summary["psnr"], summary["routing_accuracy"], summary["switch_lags"]),
           end="")
-    print(f"backend {summary['backend']}: {summary['frames']} frames, "
+    print(f"backend {summary['backend']}, precision {summary['precision']}: "
+          f"{summary['frames']} frames, "
           f"{summary['mean_restore_ms']:.1f} ms per restore, loop {summary['loop_fps']:.1f} "
           f"frames/s")
     print(f"wrote {output}/: input.avi restored.avi side_by_side.avi frames.csv psnr.json "

@@ -64,8 +64,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _pairs(args: argparse.Namespace, weathers: list[str]) -> dict[str, dict]:
     """Evaluation pairs per style (``data`` for --data folders), then per weather."""
     from gpmask.data.clean import load_image_folder, sample_images
-    from gpmask.data.paired import parse_data_spec
-    from gpmask.data.pairs import SyntheticPairs
+    from gpmask.data.paired_folders import parse_data_spec
+    from gpmask.data.sources import SyntheticPairs
     from gpmask.data.synthetic import STYLES
     from gpmask.errors import GpmaskError
 
@@ -98,7 +98,7 @@ STYLE_TITLES = {
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpmask.data.paired import data_spec_paths
+    from gpmask.data.paired_folders import data_spec_paths
     from gpmask.fileio import check_file_output, check_outputs, write_text_atomic
     from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
     from gpmask.masking.evaluate import evaluate_checkpoint, format_evaluation

@@ -54,18 +54,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gpmask.bundle.summary import describe_bundle
     from gpmask.errors import GpmaskError
     from gpmask.export.exporter import export_bundle
-    from gpmask.export.summary import describe_bundle
 
     if args.batch is not None and (args.size is None or args.batch < 1):
         raise GpmaskError("--batch needs --size (a static graph) and a positive batch, got "
                           f"--batch {args.batch}" + ("" if args.size else " without --size"))
     if args.engine:
-        from gpmask.export.tensorrt_build import import_tensorrt, visible_gpu
+        from gpmask.host import tensorrt_target
 
-        import_tensorrt()
-        visible_gpu()
+        try:
+            tensorrt_target(0)
+        except GpmaskError as exc:
+            raise GpmaskError(f"--engine: {exc}; build engines on the target machine; no "
+                              f"file was written") from exc
     bundle = export_bundle(
         args.checkpoint,
         args.output,
@@ -77,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
         layout=args.layout,
     )
     if args.engine:
+        from gpmask.build.tensorrt import build_bundle_engines
         from gpmask.calibration.pipeline import calibrate_bundle
-        from gpmask.export.tensorrt_build import build_bundle_engines
 
         if args.precision != "fp32":
             calibrate_bundle(bundle.root, args.precision)

@@ -36,10 +36,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def describe_checkpoint(path: str) -> dict:
     """The summary ``gpmask inspect CKPT`` prints, as data: the mask report's figures
-    (:func:`~gpmask.masking.report.mask_report`, without training history) and where the
+    (:func:`~gpmask.masking.mask_report.mask_report`, without training history) and where the
     checkpoint came from."""
     from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
-    from gpmask.masking.report import mask_report
+    from gpmask.masking.mask_report import mask_report
 
     checkpoint = MaskedCheckpoint.load(path)
     report = mask_report(checkpoint)
@@ -70,7 +70,7 @@ def _layer_table(summary: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if Path(args.target).is_dir():
         from gpmask.bundle import Bundle
-        from gpmask.export.summary import bundle_summary, format_bundle_summary
+        from gpmask.bundle.summary import bundle_summary, format_bundle_summary
 
         summary = bundle_summary(args.target)
         print(json.dumps(summary, indent=2) if args.json else format_bundle_summary(summary))

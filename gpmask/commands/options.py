@@ -1,7 +1,8 @@
 """Options several verbs share, defined once so that one meaning has one name and one help.
 
 Sizes use :mod:`gpmask.sizes` (``HxW`` everywhere); these are the rest: turning the
-progress bar off, and the runtime backend.
+progress bar off, and the runtime's backend and precision, whose choices are read from
+the backend registry and the precision definitions.
 """
 
 from __future__ import annotations
@@ -16,10 +17,21 @@ def add_no_progress(parser: argparse.ArgumentParser) -> None:
 
 
 def add_backend(parser: argparse.ArgumentParser) -> None:
-    """``--backend``, its choices read from the runtime's own list."""
-    from gpmask.runtime.backends import BACKENDS
+    """``--backend``, its choices read from the runtime's registry."""
+    from gpmask.runtime.backends import BACKENDS, REGISTRY
 
+    order = ", then ".join(spec.name for spec in REGISTRY)
     parser.add_argument("--backend", default="auto", choices=BACKENDS, metavar="NAME",
-                        help=f"{', '.join(BACKENDS)} (default auto: TensorRT engines built "
-                             "for this GPU, else ONNX Runtime with CUDA, else OpenVINO on the "
-                             "CPU, else ONNX Runtime on the CPU)")
+                        help=f"{', '.join(BACKENDS)} (default auto: the first that runs here "
+                             f"and can run the bundle: {order})")
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    """``--precision``, its choices read from the precision definitions."""
+    from gpmask.precision import AUTO, NAMES, PRECISIONS
+
+    kinds = "; ".join(f"{p.name}: {p.summary}" for p in PRECISIONS)
+    parser.add_argument("--precision", default=AUTO, choices=(AUTO, *NAMES), metavar="NAME",
+                        help=f"{AUTO}, {', '.join(NAMES)} ({kinds}) (default {AUTO}: the "
+                             "fastest this bundle, backend and machine offer within the "
+                             "bundle's quality budget; the choice is printed)")

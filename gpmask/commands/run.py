@@ -17,8 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpmask.bundle import GRAPH_PRECISIONS, HINTED_PRECISIONS
-from gpmask.commands.options import add_backend, add_no_progress
+from gpmask.commands.options import add_backend, add_no_progress, add_precision
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,10 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="write input and restored frame next to each other")
     parser.add_argument("--log", help="CSV with frame index, weather chosen, latency per stage")
     add_backend(parser)
-    parser.add_argument("--precision", default="fp32",
-                        help=f"{', '.join(GRAPH_PRECISIONS)} (graphs the bundle has), or "
-                             f"{', '.join(HINTED_PRECISIONS)} (OpenVINO on a CPU with bfloat16; "
-                             "no graphs of its own) (default fp32)")
+    add_precision(parser)
     parser.add_argument("--route-every", type=int, default=defaults.every, metavar="K",
                         help=f"auto: classify every K-th frame (default {defaults.every})")
     parser.add_argument("--switch-after", type=int, default=defaults.switch_after, metavar="M",
@@ -77,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     schedule = args.weather if (args.weather or "").lower().endswith((".csv", ".json")) else None
     check_outputs([args.output, args.log], [args.input, args.bundle, schedule])
     bundle = Bundle.open(args.bundle)
-    weather = args.weather or ("auto" if "router" in bundle.manifest else bundle.default_weather)
+    weather = args.weather or ("auto" if bundle.router else bundle.default_weather)
     policy = RoutingPolicy(args.route_every, args.switch_after, args.clear_after)
     router = make_router(weather, bundle, policy)
     restorer = Restorer(bundle, backend=args.backend, precision=args.precision)
@@ -94,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         routing = (f"{weather} (the default: the bundle has no router for auto; "
                    f"`gpmask train-router {args.bundle}` makes one)")
-    print(f"backend {restorer.backend_name}, precision {args.precision}, routing {routing}",
-          file=sys.stderr)
+    print(f"{restorer.choice.reason}; routing {routing}", file=sys.stderr)
     outputs = {"side_by_side_sink": sink} if args.side_by_side else {"sink": sink}
     try:
         result = run_loop(

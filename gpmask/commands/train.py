@@ -162,8 +162,8 @@ def _weather_steps(text: str) -> tuple[str, int]:
 
 def _source(args: argparse.Namespace, config):
     from gpmask.data.clean import load_image_folder, sample_images
-    from gpmask.data.paired import parse_data_spec
-    from gpmask.data.pairs import FolderPairs, SyntheticPairs
+    from gpmask.data.paired_folders import parse_data_spec
+    from gpmask.data.sources import FolderPairs, SyntheticPairs
 
     if args.data:
         folders = dict(parse_data_spec(spec) for spec in args.data)
@@ -177,10 +177,10 @@ def _source(args: argparse.Namespace, config):
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpmask.data.paired import data_spec_paths
+    from gpmask.data.paired_folders import data_spec_paths
     from gpmask.fileio import check_file_output, check_outputs
     from gpmask.masking.distributed import init_from_environment, shutdown
-    from gpmask.masking.report import mask_report, write_mask_report
+    from gpmask.masking.mask_report import mask_report, write_mask_report
     from gpmask.masking.trainer import Trainer
 
     output = Path(args.output)

@@ -19,7 +19,7 @@ from gpmask.sizes import format_size, size_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from gpmask.export.router import RouterSettings
+    from gpmask.router.training import RouterSettings
 
     defaults = RouterSettings()
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.errors import GpmaskError
-    from gpmask.export.router import ROUTER_FILE, RouterSettings, train_router
+    from gpmask.router.training import ROUTER_FILE, RouterSettings, train_router
 
     if min(args.input_size) < 32:
         raise GpmaskError(f"--input-size {format_size(args.input_size)}: the router needs at "

@@ -1,7 +1,13 @@
-"""Bake, export and build: masked checkpoint -> bundle of per-weather ONNX graphs (and engines).
+"""Trace, specialize, verify: masked checkpoint -> bundle of per-weather ONNX graphs.
 
-``export_bundle`` is imported on first use, so that importing this package (for
-:mod:`gpmask.export.summary` or :mod:`gpmask.export.weight_store`) does not import torch.
+The network is traced once (:mod:`~gpmask.export.trace`, or the shipped trace of the
+demo architecture, :mod:`~gpmask.export.shipped_trace`), each weather binds its own
+weights into that structure (:mod:`~gpmask.export.specialize`), and every graph is
+checked against PyTorch (:mod:`~gpmask.export.verify`) before
+:mod:`~gpmask.export.exporter` writes the bundle through :mod:`gpmask.bundle`.
+
+``export_bundle`` is imported on first use, so importing this package does not
+import torch.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ Ctrl-C leaves no bundle, and an existing one intact):
 2. make ``common.onnx`` and one graph per weather by swapping initializers
    (:mod:`gpmask.export.specialize`); in the ``compact`` layout (the default), each
    graph then stores only where it differs from the common weights and rebuilds the
-   rest (:mod:`gpmask.export.compact`);
-3. write every distinct tensor once into ``weights.bin`` (:mod:`gpmask.export.weight_store`)
+   rest (:mod:`gpmask.bundle.compact`);
+3. write every distinct tensor once into ``weights.bin`` (:mod:`gpmask.bundle.weight_store`)
    and save the graphs, which reference it;
 4. a shipped checkpoint (``demo``) gets its shipped weather router (``router.onnx``,
-   :data:`gpmask.export.router.SHIPPED_ROUTERS`), so ``--weather auto`` works at once;
+   :data:`gpmask.export.shipped_router.SHIPPED_ROUTERS`), so ``--weather auto`` works at once;
 5. check each graph with onnx.checker and ONNX Runtime against PyTorch
    (:mod:`gpmask.export.verify`), report to ``reports/export.json``;
 6. write ``manifest.json`` (schema in :mod:`gpmask.bundle`).
@@ -24,7 +24,6 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import onnx
 import onnxruntime
@@ -32,15 +31,15 @@ import torch
 from tqdm import tqdm
 
 from gpmask import __version__
-from gpmask.bundle import COMMON, FORMAT_VERSION, Bundle, is_bundle
+from gpmask.bundle import COMMON, LAYOUTS, Bundle, TensorSpec, is_bundle
+from gpmask.bundle.compact import compact_graphs
+from gpmask.bundle.weight_store import write_shared_weights
 from gpmask.errors import GpmaskError
-from gpmask.export.compact import LAYOUTS, compact_graphs
-from gpmask.export.router import attach_router, shipped_router
+from gpmask.export.shipped_router import attach_router, shipped_router
 from gpmask.export.shipped_trace import load_trace
 from gpmask.export.specialize import FoldedParameterError, ParameterBinding
 from gpmask.export.trace import INPUT_NAME, OPSET, OUTPUT_NAME, check_static_shape, trace_graph
 from gpmask.export.verify import verify_graphs
-from gpmask.export.weight_store import write_shared_weights
 from gpmask.fileio import (
     atomic_directory,
     check_outputs,
@@ -91,36 +90,23 @@ def select_weathers(checkpoint: MaskedCheckpoint, weathers: Sequence[str] | None
     return [w for w in checkpoint.weathers if w in weathers]
 
 
-def _tensor_spec(name: str, multiple: int, static_shape: Sequence[int] | None) -> dict[str, Any]:
-    return {"name": name, "layout": "NCHW", "dtype": "float32", "color": "RGB",
-            "range": [0.0, 1.0], "size_multiple": multiple,
-            "shape": list(static_shape) if static_shape else [None, 3, None, None]}
-
-
-def _manifest(
+def _new_bundle(
+    folder: Path,
     checkpoint: MaskedCheckpoint,
     checkpoint_sha256: str | None,
     weathers: list[str],
     multiple: int,
     static_shape: Sequence[int] | None,
     layout: str,
-) -> dict[str, Any]:
-    """The manifest before graphs, weights and verification are recorded."""
-    metadata = {k: v for k, v in checkpoint.metadata().items() if k != "params"}
-    return {
-        "format_version": FORMAT_VERSION,
-        "layout": layout,
-        "weathers": weathers,
-        "default_weather": weathers[0],
-        "input": _tensor_spec(INPUT_NAME, multiple, static_shape),
-        "output": _tensor_spec(OUTPUT_NAME, multiple, static_shape),
-        "graphs": {},
-        "weights": [],
-        "checkpoint": {"sha256": checkpoint_sha256, "metadata": metadata},
-        "versions": {"gpmask": __version__, "torch": torch.__version__,
-                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                     "onnx_opset": OPSET},
-    }
+) -> Bundle:
+    """The bundle before graphs, weights and verification are recorded."""
+    shape = tuple(static_shape) if static_shape else (None, 3, None, None)
+    return Bundle.create(
+        folder, weathers, TensorSpec(INPUT_NAME, multiple, shape),
+        TensorSpec(OUTPUT_NAME, multiple, shape), layout, checkpoint_sha256,
+        {k: v for k, v in checkpoint.metadata().items() if k != "params"},
+        {"gpmask": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+         "onnxruntime": onnxruntime.__version__, "onnx_opset": OPSET})
 
 
 def _trace_binding(
@@ -208,8 +194,8 @@ def export_bundle(
             graphs, _ = compact_graphs(graphs, COMMON)
         bar.set_postfix_str(f"writing {WEIGHTS_FILE}")
         write_shared_weights(graphs, folder, WEIGHTS_FILE)
-        bundle = Bundle(folder, _manifest(checkpoint, checkpoint_sha256, selected, multiple,
-                                          static_shape, layout))
+        bundle = _new_bundle(folder, checkpoint, checkpoint_sha256, selected, multiple,
+                             static_shape, layout)
         for weather, graph in graphs.items():
             onnx.save(graph, str(folder / f"{weather}.onnx"))
             bundle.set_graph(weather, PRECISION, f"{weather}.onnx", layout)
@@ -219,7 +205,7 @@ def export_bundle(
         if router:
             attach_router(bundle, *router)
         bar.update()
-        bundle.manifest["verification"] = {"status": "skipped"}
+        bundle.set_verification("skipped")
         if verify:
             bar.set_postfix_str("verifying")
             report = verify_graphs(
@@ -231,6 +217,6 @@ def export_bundle(
             )
             (folder / Path(REPORT_FILE).parent).mkdir()
             write_text_atomic(folder / REPORT_FILE, json.dumps(report, indent=2) + "\n")
-            bundle.manifest["verification"] = {"status": "passed", "report": REPORT_FILE}
+            bundle.set_verification("passed", REPORT_FILE)
         bundle.save()
     return Bundle.open(output)

@@ -1,15 +1,15 @@
 """Traced graph structures shipped with the package: exporting their architecture skips torch.onnx.
 
-Tracing the demo network with the ``torch.export``-based exporter takes 7-12 s on two
-cores, half of ``gpmask demo``'s time, and gives the same graph every time: the
-structure depends on the architecture (and the exporter), not on the weights. The
-package therefore ships that structure for the shipped checkpoint's architecture,
-``assets/<arch>.trace.onnx``: the traced graph with its parameter initializers emptied
-(names, shapes and types kept), and in its metadata the architecture, the parameter
-shapes it was traced with and the state-dict entries the graph never reads. Filled with
-a checkpoint's common values it is what :func:`gpmask.export.trace.trace_graph` returns,
-for any checkpoint of that architecture (the shipped demo, or one a user trained from
-the same preset).
+Tracing the demo network with the ``torch.export``-based exporter takes seconds, about
+half of ``gpmask demo``'s time (``benchmarks/bench_export.py``), and gives the same graph
+every time: the structure depends on the architecture (and the exporter), not on the
+weights. The package therefore ships that structure for the shipped checkpoint's
+architecture, ``assets/<arch>.trace.onnx``: the traced graph with its parameter
+initializers emptied (names, shapes and types kept), and in its metadata the architecture,
+the parameter shapes it was traced with and the state-dict entries the graph never reads.
+Filled with a checkpoint's common values it is what
+:func:`gpmask.export.trace.trace_graph` returns, for any checkpoint of that architecture
+(the shipped demo, or one a user trained from the same preset).
 
 It is only used for a dynamic-shape export, when the architecture, its arguments and
 every parameter shape match. The export still verifies each graph against PyTorch, and

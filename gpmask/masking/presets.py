@@ -14,7 +14,7 @@ from gpmask.masking.trainer import TrainConfig
 #: have settled, so the raindrop network takes 4,000 stage-2 steps against 800 for rain
 #: and 1,200 for snow. The specific values train at 6x the stage-1 rate: with 10 % of
 #: each tensor free they need larger steps to move as far as a full fine-tune does
-#: (measured, raindrop-only from the demo's common values: +0.42 dB at 3e-3 over 5e-4).
+#: (the README's density section compares the rates).
 #: The shipped file trained in 28 minutes on 2 Zen 3 cores with NCHW training; with the
 #: trainer's channels-last layout the same recipe takes 22 minutes there.
 PRESETS: dict[str, TrainConfig] = {

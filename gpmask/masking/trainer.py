@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from gpmask.data.pairs import PairSource
+from gpmask.data.sources import PairSource
 from gpmask.errors import GpmaskError
 from gpmask.fileio import atomic_path
 from gpmask.masking.checkpoint import MaskedCheckpoint

@@ -159,7 +159,11 @@ def _route_and_restore(
     if weather == CLEAR and clear == "pass":
         output = frame.pixels
     else:
-        output = restorer.restore(frame.pixels, COMMON if weather == CLEAR else weather, bgr=True)
+        try:
+            output = restorer.restore(frame.pixels, COMMON if weather == CLEAR else weather,
+                                      bgr=True)
+        except GpmaskError as exc:
+            raise GpmaskError(f"frame {frame.index}: {exc}") from exc
     done = time.perf_counter()
     decision = getattr(router, "last_decision", None) or weather
     record = FrameRecord(

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gpmask.bundle import Bundle, check_precision
-from gpmask.errors import GpmaskError
-from gpmask.runtime.backends import load_backend
-from gpmask.runtime.frames import batch_to_frames, frames_to_batch
+from gpmask.bundle import Bundle
+from gpmask.errors import GpmaskError, reported_as
+from gpmask.precision import AUTO
+from gpmask.runtime.backends import choose
+from gpmask.runtime.frame_batch import batch_to_frames, frames_to_batch
 
 log = logging.getLogger("gpmask.runtime")
 
@@ -27,11 +28,18 @@ class Restorer:
 
     Args:
         bundle: a :class:`~gpmask.bundle.Bundle` or the path of a bundle folder.
-        backend: ``auto`` (TensorRT, then ONNX Runtime with CUDA, then OpenVINO on the
+        backend: ``auto`` (the first backend of the registry that runs here: TensorRT
+            engines, ONNX Runtime with CUDA, OpenVINO on the CPU, ONNX Runtime on the
             CPU) or a name from :data:`gpmask.runtime.backends.BACKENDS`.
-        precision: the graphs (or engines) to load: ``fp32``, ``fp16``, ``int8``, ...;
-            ``bf16`` on OpenVINO.
+        precision: ``auto`` (the fastest this bundle, backend and machine offer within
+            the bundle's quality budget; :func:`gpmask.runtime.backends.choose`) or the
+            graphs (or engines) to load: ``fp32``, ``fp16``, ``int8``, ...; ``bf16`` on
+            OpenVINO.
         device: CUDA device index for GPU backends.
+
+    Attributes:
+        precision: the precision loaded (``auto`` resolved).
+        choice: what was chosen and why (:attr:`Choice.reason`, one line).
 
     Every file of the bundle is checked against the manifest's sha256 when it is opened
     (:meth:`gpmask.bundle.Bundle.open`), and the backend checks the files it reads again
@@ -41,15 +49,16 @@ class Restorer:
     def __init__(
         self,
         bundle: Bundle | str | os.PathLike,
-        backend: str = "auto",
-        precision: str = "fp32",
+        backend: str = AUTO,
+        precision: str = AUTO,
         device: int = 0,
     ) -> None:
-        self.precision = check_precision(precision)
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        self.backend = load_backend(self.bundle, backend, precision, device)
-        log.info("restoring with %s (%s, %s)", self.backend.name, precision,
-                 ", ".join(self.backend.weathers))
+        self.choice = choose(self.bundle, backend, precision, device)
+        self.precision = self.choice.precision
+        self.backend = self.choice.load(self.bundle, device)
+        self._closed = False
+        log.info("restoring with %s (%s)", self.choice.reason, ", ".join(self.backend.weathers))
 
     @property
     def weathers(self) -> list[str]:
@@ -82,10 +91,16 @@ class Restorer:
         self._check_weather(weather)
         batch, fmt = frames_to_batch(frames, bgr, self.bundle.size_multiple)
         self._check_static_shape(batch.shape)
-        restored = batch_to_frames(self.backend.run(weather, batch), fmt, frames)
+        shape = "x".join(map(str, batch.shape))
+        with reported_as(f"{self.backend.name} failed to restore a {shape} batch with the "
+                         f"{weather} network", self.backend.error_types):
+            output = self.backend.run(weather, batch)
+        restored = batch_to_frames(output, fmt, frames)
         return np.stack(restored) if isinstance(frames, np.ndarray) else restored
 
     def _check_weather(self, weather: str) -> None:
+        if self._closed:
+            raise GpmaskError("this Restorer is closed; make a new one to restore frames")
         self.bundle.check_weather(weather)
         if weather not in self.backend.weathers:
             raise GpmaskError(
@@ -96,10 +111,10 @@ class Restorer:
     def _check_static_shape(self, shape: tuple[int, ...]) -> None:
         """Refuse a batch a bundle exported with a static shape (``export --size``)
         cannot take, rather than let the backend fail on it."""
-        static = self.bundle.manifest["input"].get("shape") or []
-        if any(want is not None and want != have for want, have in zip(static, shape,
+        spec = self.bundle.input_spec
+        if any(want is not None and want != have for want, have in zip(spec.shape, shape,
                                                                         strict=False)):
-            wanted = "x".join("N" if d is None else str(d) for d in static)
+            wanted = spec.describe()
             raise GpmaskError(
                 f"bundle {self.bundle.root} was exported for input {wanted} only, and these "
                 f"frames make {'x'.join(map(str, shape))} (after padding to multiples of "
@@ -107,6 +122,7 @@ class Restorer:
 
     def close(self) -> None:
         """Release the backend's sessions, engines and buffers."""
+        self._closed = True
         self.backend.close()
 
     def __enter__(self) -> Restorer:

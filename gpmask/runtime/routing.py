@@ -20,18 +20,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from gpmask.bundle import COMMON, Bundle
+from gpmask.bundle import CLEAR, COMMON, Bundle
 from gpmask.errors import GpmaskError
 from gpmask.runtime.video import Frame
-
-#: The router class meaning "no adverse weather".
-CLEAR = "clear"
 
 
 def router_input(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The classifier's input for one BGR frame: 1x3xHxW float32 RGB in [0, 1].
 
-    Shared by training (:mod:`gpmask.export.router`) and run time so both see the
+    Shared by training (:mod:`gpmask.router.training`) and run time so both see the
     same downscaling (area averaging, which keeps thin rain streaks as a texture).
     """
     height, width = size
@@ -288,22 +285,22 @@ class ClassifierRouter(Router):
         """Load the bundle's router after checking its hash; refuse a bundle without one."""
         import onnxruntime as ort
 
-        entry = bundle.manifest.get("router")
+        entry = bundle.router
         if entry is None:
             raise GpmaskError(
                 f"bundle {bundle.root} has no weather router; train one with "
                 f"`gpmask train-router {bundle.root}` or pass --weather NAME"
             )
-        bundle.verify([entry["path"]])
-        unknown = [c for c in entry["classes"] if c not in (CLEAR, *bundle.weathers)]
+        bundle.verify([entry.path])
+        unknown = [c for c in entry.classes if c not in (CLEAR, *bundle.weathers)]
         if unknown:
             raise GpmaskError(f"bundle router classes {unknown} are not weathers of the bundle")
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # a tiny network: threads would cost more than they save
         session = ort.InferenceSession(
-            str(bundle.root / entry["path"]), options, providers=["CPUExecutionProvider"]
+            str(bundle.root / entry.path), options, providers=["CPUExecutionProvider"]
         )
-        return cls(session, list(entry["classes"]), tuple(entry["input_size"]), policy)
+        return cls(session, list(entry.classes), entry.input_size, policy)
 
     def classify(self, bgr: np.ndarray) -> str:
         """The classifier's decision for one frame, without hysteresis."""

@@ -1,114 +1,133 @@
-"""Choosing and loading a runtime backend by name.
+"""The backend registry, and choosing a backend and a precision for a bundle on this machine.
 
-Names a user can give: ``auto``; ``tensorrt`` (native engines); ``openvino`` (the CPU);
-``onnxruntime`` (the best execution provider this ONNX Runtime offers, CUDA before
-CPU); or an explicit provider, ``onnxruntime-cpu``, ``onnxruntime-cuda``,
-``onnxruntime-tensorrt``.
+:data:`REGISTRY` lists every backend's spec (:class:`~gpmask.runtime.backends.base.
+BackendSpec`) in preference order: TensorRT engines, ONNX Runtime on CUDA (then its
+TensorRT provider), OpenVINO on the CPU (faster than ONNX Runtime's CPU provider at
+every precision measured: ``benchmarks/bench_cpu.py``), ONNX Runtime on the CPU. A new
+backend is a module declaring its spec plus one line here; everything else reads the
+registry: the names ``--backend`` accepts (:data:`BACKENDS`), ``auto``, and the
+benchmark's targets.
 
-``auto`` takes the fastest thing that can run here: TensorRT when it is importable and
-the bundle has engines at the precision built for this TensorRT and GPU, then ONNX
-Runtime with CUDA, then, on a machine without either, OpenVINO on the CPU (measured
-faster than ONNX Runtime's CPU provider at every precision: ``benchmarks/bench_cpu.py``),
-then ONNX Runtime on the CPU where OpenVINO is not installed. A GPU that cannot be
-queried (the tensorrt package present without a GPU, driver or CUDA runtime) means
-TensorRT is not usable here: ``auto`` logs why and falls back. Backend modules import
-their runtime library only when chosen, so a machine without TensorRT never tries to
-import it.
-
-Precisions are the bundle's graphs (``fp32``, ``fp16``, ``int8``, ``int8-cpu``,
-``int8-openvino``), plus
-``bf16``, which is OpenVINO's bfloat16 inference of the fp32 graphs and only exists
-there (see :mod:`gpmask.runtime.backends.openvino`).
+:func:`choose` resolves ``--backend`` and ``--precision``. ``auto`` backend: the first
+spec that can run here and can run this bundle at the precision. ``auto`` precision:
+the spec's precisions in its order (fastest first) until one this bundle and machine
+offer, skipping graphs whose calibration missed the bundle's quality budget. So a
+machine with TensorRT and engines uses the engines just built, a CPU with AMX or
+AVX-512 BF16 computes fp32 graphs in bf16 on OpenVINO, and a calibrated bundle runs
+its int8 graphs; an explicit ``--precision`` always wins. Backend modules import their
+runtime library only when asked, so a machine without TensorRT never tries to import it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
+from dataclasses import dataclass
 
-from gpmask.bundle import HINTED_PRECISIONS, Bundle
+from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
-from gpmask.runtime.backends.base import Backend
+from gpmask.precision import AUTO, check_precision, graph_precision
+from gpmask.runtime.backends import onnxruntime, openvino, tensorrt
+from gpmask.runtime.backends.base import Backend, BackendSpec
 
-#: Backend names accepted by :func:`load_backend` (and by ``--backend`` on the command line).
-BACKENDS = ("auto", "tensorrt", "openvino", "onnxruntime", "onnxruntime-cpu",
-            "onnxruntime-cuda", "onnxruntime-tensorrt")
+#: Every backend, in the order ``auto`` prefers them.
+REGISTRY: tuple[BackendSpec, ...] = (
+    tensorrt.SPEC,
+    onnxruntime.CUDA_SPEC,
+    onnxruntime.TENSORRT_SPEC,
+    openvino.SPEC,
+    onnxruntime.CPU_SPEC,
+)
+#: A family name and the specs it means (the first that can run here is taken).
+FAMILIES = {"onnxruntime": tuple(s.name for s in REGISTRY if s.name.startswith("onnxruntime-"))}
+#: Names ``--backend`` accepts.
+BACKENDS = (AUTO, *FAMILIES, *(spec.name for spec in REGISTRY))
 
 log = logging.getLogger("gpmask.runtime")
 
 
-def tensorrt_available() -> bool:
-    """True when the ``tensorrt`` Python package can be imported here."""
-    return importlib.util.find_spec("tensorrt") is not None
+def spec(name: str) -> BackendSpec:
+    """The registered spec named ``name``."""
+    for candidate in REGISTRY:
+        if candidate.name == name:
+            return candidate
+    raise GpmaskError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def _engines_usable(bundle: Bundle, precision: str, device: int) -> bool:
-    """Whether ``auto`` should take TensorRT: engines exist and were built for this machine."""
-    from gpmask.runtime.backends.tensorrt import engine_mismatch, probe_running_target
+@dataclass(frozen=True)
+class Choice:
+    """A backend and precision chosen for a bundle, and one line saying why."""
 
-    engines = [per.get(precision) for per in bundle.manifest.get("engines", {}).values()]
-    engines = [record for record in engines if record]
-    if not engines or not tensorrt_available():
-        return False
-    running, problem = probe_running_target(device)
-    if running is None:
-        log.warning("not using TensorRT: %s", problem)
-        return False
-    for record in engines:
-        problem = engine_mismatch(record, running, str(bundle.root), precision)
-        if problem:
-            log.warning("not using TensorRT: %s", problem)
-            return False
-    return True
+    spec: BackendSpec
+    precision: str
+    reason: str
+
+    def load(self, bundle: Bundle, device: int = 0) -> Backend:
+        return self.spec.load(bundle, self.precision, device)
 
 
-def resolve_backend(bundle: Bundle, backend: str, precision: str, device: int) -> str:
-    """The backend ``backend`` means here: ``auto`` resolved, every other name checked.
+def budget_refusal(bundle: Bundle, precision: str) -> str | None:
+    """Why ``auto`` passes over ``precision``: its graphs' calibration missed the quality
+    budget (the manifest records it per graph), or None."""
+    for weather, record in bundle.graphs(graph_precision(precision)).items():
+        quality = record.quality
+        if quality is not None and not quality.fits:
+            return (f"its {weather} graph misses the quality budget (drop {quality.drop:.2f} dB "
+                    f"> {quality.max_psnr_drop} dB)")
+    return None
 
-    Returns ``tensorrt``, ``openvino`` or ``onnxruntime-<provider>``.
+
+def choose(bundle: Bundle, backend: str = AUTO, precision: str = AUTO,
+           device: int = 0) -> Choice:
+    """The backend and precision ``backend`` and ``precision`` mean for ``bundle`` here.
+
+    Either may be ``auto`` (see the module docstring). A choice that cannot run is a
+    :class:`GpmaskError` giving each candidate's reason.
     """
-    from gpmask.runtime.backends.onnxruntime import available_providers
-    from gpmask.runtime.backends.openvino import openvino_available
+    check_precision(precision, "--precision", allow_auto=True)
+    if backend == AUTO:
+        candidates = REGISTRY
+    elif backend in FAMILIES:
+        candidates = tuple(spec(name) for name in FAMILIES[backend])
+    else:
+        candidates = (spec(backend),)
+    passed: list[str] = []
+    for candidate in candidates:
+        problem = candidate.unavailable(device)
+        if problem:
+            passed.append(f"{candidate.name}: {problem}")
+            continue
+        skipped: list[str] = []
+        for option in candidate.precisions if precision == AUTO else (precision,):
+            problem = candidate.refusal(bundle, option, device)
+            if problem is None and precision == AUTO:
+                problem = budget_refusal(bundle, option)
+            if problem is None:
+                return Choice(candidate, option, _reason(candidate, option, backend, precision,
+                                                         passed, skipped))
+            skipped.append(f"{option}: {problem}" if precision == AUTO else problem)
+        passed.append(f"{candidate.name}: " + ("; ".join(skipped) if precision != AUTO else
+                                               "no precision it runs: " + "; ".join(skipped)))
+    asked = "" if backend == AUTO else f"backend {backend}: "
+    if len(candidates) == 1:
+        raise GpmaskError(asked + passed[0].split(": ", 1)[1])
+    raise GpmaskError(f"{asked}no backend can run {bundle.root} at precision {precision} "
+                      f"here ({' | '.join(passed)})")
 
-    if backend not in BACKENDS:
-        raise GpmaskError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    hinted = precision in HINTED_PRECISIONS
-    if hinted and backend not in ("auto", "openvino"):
-        raise GpmaskError(
-            f"precision {precision} is OpenVINO's {precision} inference of the "
-            f"{HINTED_PRECISIONS[precision]} graphs and has no graphs or engines of its own; "
-            f"use --backend openvino (or auto on a CPU)")
-    if backend == "auto":
-        cuda = "cuda" in available_providers()
-        if not hinted and _engines_usable(bundle, precision, device):
-            backend = "tensorrt"
-        elif hinted or (not cuda and openvino_available()):
-            log.info("auto: no TensorRT engines or CUDA here; running on the CPU with OpenVINO")
-            backend = "openvino"
-        else:
-            backend = "onnxruntime-cuda" if cuda else "onnxruntime-cpu"
-    elif backend == "onnxruntime":
-        backend = "onnxruntime-cuda" if "cuda" in available_providers() else "onnxruntime-cpu"
-    if backend == "tensorrt" and not tensorrt_available():
-        raise GpmaskError("backend tensorrt: the tensorrt Python package is not installed "
-                          "(it comes with JetPack, or from NVIDIA's package index)")
-    if backend == "openvino" and not openvino_available():
-        raise GpmaskError("backend openvino: the openvino Python package is not installed "
-                          "(pip install openvino)")
-    return backend
+
+def _reason(chosen: BackendSpec, precision: str, backend: str, asked_precision: str,
+            passed: list[str], skipped: list[str]) -> str:
+    """``backend openvino (auto: ...), precision int8-openvino (auto: ...)``."""
+    backend_why = "asked for" if backend == chosen.name else \
+        f"{backend}: " + ("; ".join(passed) + "; " if passed else "") + "the first that runs here"
+    precision_why = "asked for" if asked_precision != AUTO else \
+        "auto: " + ("; ".join(skipped) + "; " if skipped else "") + \
+        f"the fastest {chosen.name} offers for this bundle"
+    return f"backend {chosen.name} ({backend_why}), precision {precision} ({precision_why})"
 
 
-def load_backend(bundle: Bundle, backend: str, precision: str, device: int) -> Backend:
-    """Load ``bundle`` on the backend named ``backend`` (see :data:`BACKENDS`)."""
-    backend = resolve_backend(bundle, backend, precision, device)
-    if backend == "tensorrt":
-        from gpmask.runtime.backends.tensorrt import TensorRTBackend
-
-        return TensorRTBackend(bundle, precision, device)
-    if backend == "openvino":
-        from gpmask.runtime.backends.openvino import OpenVinoBackend
-
-        return OpenVinoBackend(bundle, precision)
-    from gpmask.runtime.backends.onnxruntime import OnnxRuntimeBackend
-
-    return OnnxRuntimeBackend(bundle, precision, backend.removeprefix("onnxruntime-"), device)
+def load_backend(bundle: Bundle, backend: str = AUTO, precision: str = AUTO,
+                 device: int = 0) -> Backend:
+    """Load ``bundle`` on the backend and precision :func:`choose` makes of the names."""
+    choice = choose(bundle, backend, precision, device)
+    log.info("%s", choice.reason)
+    return choice.load(bundle, device)

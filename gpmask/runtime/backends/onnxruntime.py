@@ -26,7 +26,6 @@ the benchmarks read them from.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,9 +35,13 @@ import numpy as np
 
 from gpmask.bundle import COMPACT_PREFIX, Bundle
 from gpmask.errors import GpmaskError
+from gpmask.host import gpu_problem, physical_cores
+from gpmask.precision import GRAPH_PRECISIONS
 from gpmask.runtime.backends.base import (
     Backend,
+    BackendSpec,
     external_data_files,
+    missing_reason,
     prepared_weathers,
     verify_files,
 )
@@ -52,24 +55,6 @@ PROVIDERS = {
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 _env_allocator_registered = False
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads of one core count once).
-
-    ONNX Runtime's convolutions gain nothing from a core's second hardware thread and
-    lose to the contention, so intra-op threads are sized by cores, not logical CPUs.
-    """
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
-    cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(((topology / "physical_package_id").read_text().strip(),
-                       (topology / "core_id").read_text().strip()))
-        except OSError:
-            cores.add(("cpu", str(cpu)))
-    return max(1, len(cores))
 
 
 @dataclass(frozen=True)
@@ -145,6 +130,15 @@ def available_providers() -> list[str]:
 
     offered = set(ort.get_available_providers())
     return [kind for kind, name in PROVIDERS.items() if name in offered]
+
+
+def provider_problem(kind: str, device: int) -> str | None:
+    """Why ONNX Runtime cannot run on ``kind`` here: the provider missing from this build,
+    or (GPU providers) no GPU the CUDA driver reports; None when it can."""
+    if kind not in available_providers():
+        hint = "" if kind == "cpu" else " (install onnxruntime-gpu)"
+        return f"this ONNX Runtime has no {PROVIDERS[kind]}{hint}"
+    return None if kind == "cpu" else gpu_problem(device)
 
 
 def _provider_chain(kind: str, device: int) -> list[tuple[str, dict[str, Any]]]:
@@ -232,18 +226,13 @@ class OnnxRuntimeBackend(Backend):
         import onnx
         import onnxruntime as ort
 
-        if provider not in available_providers():
-            raise GpmaskError(
-                f"ONNX Runtime here has no {provider} execution provider (has: "
-                f"{', '.join(available_providers())}); install onnxruntime-gpu for cuda"
-            )
+        problem = provider_problem(provider, device)
+        if problem:
+            raise GpmaskError(f"backend onnxruntime-{provider}: {problem}")
         self.name = f"onnxruntime-{provider}"
+        self.error_types = (RuntimeError,)  # what ONNX Runtime's bindings raise at run time
         self.settings = settings or SessionSettings()
-        self.weathers = prepared_weathers(bundle, "graphs", precision)
-        if weathers is not None:
-            for weather in weathers:
-                bundle.graph_path(weather, precision)  # refuses an unknown one by name
-            self.weathers = [w for w in self.weathers if w in weathers]
+        self.weathers = prepared_weathers(bundle, "graphs", precision, weathers)
         self.device = ("cpu", 0) if provider == "cpu" else ("cuda", device)
         paths = {w: bundle.graph_path(w, precision) for w in self.weathers}
         verify_files(bundle, paths.values())
@@ -259,6 +248,10 @@ class OnnxRuntimeBackend(Backend):
             self.sessions[weather] = ort.InferenceSession(
                 str(paths[weather]), options, providers=_provider_chain(provider, device)
             )
+            used = self.sessions[weather].get_providers()
+            if used[0] != PROVIDERS[provider]:  # ONNX Runtime falls back without a word
+                raise GpmaskError(f"backend {self.name}: ONNX Runtime could not start its "
+                                  f"{PROVIDERS[provider]} (the session runs on {used[0]})")
         first = self.sessions[self.weathers[0]]
         self._input = first.get_inputs()[0]
         self._output = first.get_outputs()[0]
@@ -296,3 +289,30 @@ class OnnxRuntimeBackend(Backend):
         self._input_value = self._output_value = self._bound_shape = None
         self.initializers.values.clear()
 
+
+
+def refusal(bundle: Bundle, precision: str, device: int = 0) -> str | None:
+    """Why ONNX Runtime cannot run ``bundle`` at ``precision``, or None."""
+    if precision not in GRAPH_PRECISIONS:
+        return f"{precision} has no graphs of its own; only OpenVINO computes it"
+    missing = bundle.missing_graphs(precision)
+    return missing_reason(bundle, "graphs", precision, missing) if missing else None
+
+
+def _spec(kind: str, precisions: tuple[str, ...]) -> BackendSpec:
+    return BackendSpec(
+        name=f"onnxruntime-{kind}",
+        device="cpu" if kind == "cpu" else "gpu",
+        precisions=precisions,
+        unavailable=lambda device: provider_problem(kind, device),
+        refusal=refusal,
+        load=lambda bundle, precision, device: OnnxRuntimeBackend(bundle, precision, kind,
+                                                                  device),
+    )
+
+
+#: One spec per execution provider; on x86 CPUs only the uint8-activation int8 graph
+#: is faster than fp32 on ONNX Runtime's kernels (see :mod:`gpmask.calibration.int8`).
+CUDA_SPEC = _spec("cuda", ("fp16", "fp32", "int8", "int8-cpu", "int8-openvino"))
+TENSORRT_SPEC = _spec("tensorrt", ("int8", "fp16", "fp32", "int8-cpu", "int8-openvino"))
+CPU_SPEC = _spec("cpu", ("int8-cpu", "fp32", "int8-openvino", "int8", "fp16"))

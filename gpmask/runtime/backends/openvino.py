@@ -16,13 +16,13 @@ Loading a bundle here:
   request; nothing is compiled or allocated per frame.
 
 What OpenVINO does not let a caller share: a compiled model keeps its own copy of the
-weights in the layout its kernels read, and its own activation memory (about 280 MiB
-for the demo network at 720p). Since only one weather runs at a time, the backend
+weights in the layout its kernels read, and its own activation memory (at 720p, more
+than the demo network's weights). Since only one weather runs at a time, the backend
 hands the previous weather's activation memory back (``CompiledModel.release_memory``)
-when the weather changes: measured on the demo network at 720p, every weather loaded
-then holds 695 MiB instead of 1,328 MiB (one weather alone: 487 MiB), and the CPU time
-of a frame after a switch did not change measurably
-(``benchmarks/bench_runtime_memory.py --backend openvino``, ``bench_switching.py``).
+when the weather changes, so resident memory with every weather loaded stays near one
+weather's, and a frame after a switch costs what any other does
+(``benchmarks/bench_runtime_memory.py --backend openvino`` and ``bench_switching.py``
+measure both; the README gives the figures).
 
 Precisions: the bundle's graphs (``fp32``, ``fp16``, ``int8``, ``int8-cpu`` and
 ``int8-openvino``, the int8 graph made for OpenVINO) run with
@@ -42,18 +42,19 @@ from typing import Any
 
 import numpy as np
 
-from gpmask.bundle import HINTED_PRECISIONS, Bundle
+from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
+from gpmask.host import physical_cores
+from gpmask.precision import graph_precision
+from gpmask.precision import precision as definition
 from gpmask.runtime.backends.base import (
     Backend,
+    BackendSpec,
     external_data_files,
+    missing_reason,
     prepared_weathers,
     verify_files,
 )
-from gpmask.runtime.backends.onnxruntime import physical_cores
-
-#: OpenVINO's inference-precision hint per precision (graphs not listed run with f32).
-INFERENCE_PRECISION = {"bf16": "bf16"}
 
 
 @functools.cache
@@ -76,17 +77,26 @@ def cpu_capabilities() -> list[str]:
     return list(core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
+#: OpenVINO capability -> the arithmetic it stands for and the instructions giving it.
+CAPABILITIES = {"BF16": ("bfloat16", "AVX-512 BF16 or AMX")}
+
+
 def precision_refusal(precision: str) -> str | None:
     """Why ``precision`` cannot run on this CPU, or None when it can."""
-    if precision == "bf16" and "BF16" not in cpu_capabilities():
-        return ("this CPU has no bfloat16 arithmetic (OpenVINO reports "
-                f"{', '.join(cpu_capabilities())}; bf16 needs AVX-512 BF16 or AMX)")
+    needed = definition(precision).cpu_capability
+    if needed and needed not in cpu_capabilities():
+        arithmetic, instructions = CAPABILITIES[needed]
+        return (f"this CPU has no {arithmetic} arithmetic (OpenVINO reports "
+                f"{', '.join(cpu_capabilities())}; {precision} needs {instructions})")
     return None
 
 
-def graph_precision(precision: str) -> str:
-    """The bundle graph ``precision`` runs (``bf16`` runs the ``fp32`` graph)."""
-    return HINTED_PRECISIONS.get(precision, precision)
+def refusal(bundle: Bundle, precision: str, device: int = 0) -> str | None:
+    """Why this backend cannot run ``bundle`` at ``precision`` here, or None."""
+    missing = bundle.missing_graphs(graph_precision(precision))
+    if missing:
+        return missing_reason(bundle, "graphs", graph_precision(precision), missing)
+    return precision_refusal(precision)
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,7 @@ class CompileSettings:
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = str(self.threads)
         if self.precision_hint:
-            config["INFERENCE_PRECISION_HINT"] = INFERENCE_PRECISION.get(precision, "f32")
+            config["INFERENCE_PRECISION_HINT"] = definition(precision).openvino_hint
         return config
 
     def describe(self) -> dict[str, Any]:
@@ -158,12 +168,9 @@ class OpenVinoBackend(Backend):
             raise GpmaskError(f"precision {precision}: {refusal}")
         graphs = graph_precision(precision)
         self.name = "openvino"
+        self.error_types = (RuntimeError,)  # OpenVINO's Python API raises RuntimeError
         self.settings = settings or CompileSettings()
-        self.weathers = prepared_weathers(bundle, "graphs", graphs)
-        if weathers is not None:
-            for weather in weathers:
-                bundle.graph_path(weather, graphs)  # refuses an unknown one by name
-            self.weathers = [w for w in self.weathers if w in weathers]
+        self.weathers = prepared_weathers(bundle, "graphs", graphs, weathers)
         paths = {w: bundle.graph_path(w, graphs) for w in self.weathers}
         verify_files(bundle, paths.values())
         verify_files(bundle, external_data_files(
@@ -205,3 +212,14 @@ class OpenVinoBackend(Backend):
         self.compiled.clear()
         self._output = None
 
+
+
+SPEC = BackendSpec(
+    name="openvino",
+    device="cpu",
+    precisions=("int8-openvino", "int8", "int8-cpu", "bf16", "fp32", "fp16"),
+    unavailable=lambda device: None if openvino_available() else
+    "not installed (pip install openvino)",
+    refusal=refusal,
+    load=lambda bundle, precision, device: OpenVinoBackend(bundle, precision),
+)

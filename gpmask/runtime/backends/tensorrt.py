@@ -19,96 +19,34 @@ loads for pinned memory and device queries), never from torch.
 
 Engines are specific to the TensorRT version and the GPU they were built on. Before
 loading, each engine's manifest record is compared with the running TensorRT and GPU
-(:func:`engine_mismatch`, a pure function) and a mismatch is refused with the command
+(:meth:`gpmask.bundle.EngineRecord.mismatch`) and a mismatch is refused with the command
 that rebuilds the engines.
 
 Failures are reported the project's way, as one :class:`GpmaskError` line: Polygraphy
 signals them with ``PolygraphyException`` (a failed build, a CUDA error) and TensorRT's
-bindings with ``RuntimeError``; :func:`tensorrt_errors` converts both where gpmask calls
-them. TensorRT's own "failed" return values (``None`` from
+bindings with ``RuntimeError``; :func:`gpmask.errors.tensorrt_errors` converts both where
+gpmask calls them. TensorRT's own "failed" return values (``None`` from
 ``create_execution_context``, ``False`` from ``set_tensor_address``) are checked.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gpmask.bundle import Bundle
-from gpmask.errors import GpmaskError
-from gpmask.runtime.backends.base import Backend, prepared_weathers, verify_files
-
-log = logging.getLogger("gpmask.runtime")
-
-# cudaDeviceAttr values of the CUDA runtime API (stable across CUDA versions).
-_COMPUTE_CAPABILITY_MAJOR = 75
-_COMPUTE_CAPABILITY_MINOR = 76
-# cudaDeviceProp starts with ``char name[256]``; the rest of the struct changes between
-# CUDA versions, so it is read into a buffer far larger than any version's struct.
-_DEVICE_PROP_BYTES = 16384
-
-
-@dataclass(frozen=True)
-class EngineTarget:
-    """What a TensorRT engine is specific to: the TensorRT version and the GPU.
-
-    The same three fields are recorded in a bundle's engine entries by ``gpmask build``.
-    """
-
-    tensorrt_version: str
-    gpu: str
-    compute_capability: str
-
-    @classmethod
-    def of_record(cls, record: dict[str, Any]) -> EngineTarget:
-        """The target a manifest engine record says the engine was built for."""
-        return cls(*(str(record.get(key, "unknown")) for key in
-                     ("tensorrt_version", "gpu", "compute_capability")))
-
-    def __str__(self) -> str:
-        return (f"TensorRT {self.tensorrt_version} on {self.gpu} "
-                f"(compute capability {self.compute_capability})")
-
-
-def engine_mismatch(
-    record: dict[str, Any], running: EngineTarget, bundle_root: str, precision: str
-) -> str | None:
-    """Why the engine in ``record`` cannot run on ``running``, or None when it can.
-
-    An engine runs only under the TensorRT version and on the GPU model it was built
-    for; TensorRT itself would fail to deserialize it or warn that it may misbehave.
-    """
-    built = EngineTarget.of_record(record)
-    if built == running:
-        return None
-    return (
-        f"engine {record['path']} was built for {built}, but this machine has {running}; "
-        f"rebuild the engines here with `gpmask build {bundle_root} --precision {precision}`"
-    )
-
-
-def tensorrt_error_types() -> tuple[type[BaseException], ...]:
-    """What Polygraphy and TensorRT raise when an operation fails (not a gpmask bug)."""
-    from polygraphy.exception import PolygraphyException
-
-    return (PolygraphyException, RuntimeError)
-
-
-@contextlib.contextmanager
-def tensorrt_errors(action: str) -> Iterator[None]:
-    """Turn a Polygraphy or TensorRT failure inside the block into one-line
-    ``GpmaskError("<action>: <their message>")``; anything else passes unchanged."""
-    try:
-        yield
-    except tensorrt_error_types() as exc:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise GpmaskError(f"{action}: {detail}") from exc
+from gpmask.errors import GpmaskError, tensorrt_error_types, tensorrt_errors
+from gpmask.host import gpu_problem, tensorrt_problem, tensorrt_target
+from gpmask.precision import TENSORRT_PRECISIONS
+from gpmask.runtime.backends.base import (
+    Backend,
+    BackendSpec,
+    missing_reason,
+    prepared_weathers,
+    verify_files,
+)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -120,39 +58,6 @@ def _cudart() -> Any:
     from polygraphy import cuda
 
     return cuda.wrapper()
-
-
-def running_target(device: int) -> EngineTarget:
-    """The running TensorRT version and GPU ``device``'s name and compute capability."""
-    import tensorrt as trt
-
-    cudart = _cudart()
-    major, minor = ctypes.c_int(), ctypes.c_int()
-    cudart.check(cudart.handle.cudaDeviceGetAttribute(
-        ctypes.byref(major), _COMPUTE_CAPABILITY_MAJOR, device))
-    cudart.check(cudart.handle.cudaDeviceGetAttribute(
-        ctypes.byref(minor), _COMPUTE_CAPABILITY_MINOR, device))
-    props = ctypes.create_string_buffer(_DEVICE_PROP_BYTES)
-    get_properties = getattr(cudart.handle, "cudaGetDeviceProperties_v2", None) or \
-        cudart.handle.cudaGetDeviceProperties
-    cudart.check(get_properties(props, device))
-    name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
-    return EngineTarget(trt.__version__, name, f"{major.value}.{minor.value}")
-
-
-def probe_running_target(device: int) -> tuple[EngineTarget | None, str | None]:
-    """:func:`running_target`, or None and the reason it could not be queried.
-
-    For choosing a backend: with the tensorrt package present but no GPU, driver or
-    CUDA runtime, the query fails in many ways (ImportError, OSError from ctypes,
-    PolygraphyException from a CUDA error code); each means "TensorRT is not usable
-    here", not a crash.
-    """
-    try:
-        return running_target(device), None
-    except Exception as exc:  # every failure means the same here, see above
-        return None, f"cannot query GPU {device} ({type(exc).__name__}: " \
-                     f"{' '.join(str(exc).split())})"
 
 
 class PinnedBuffer:
@@ -202,23 +107,20 @@ class TensorRTBackend(Backend):
 
         if _version_tuple(trt.__version__) < (10, 1):
             raise GpmaskError(f"TensorRT {trt.__version__} is too old; gpmask needs 10.1 or later")
+        self.error_types = tensorrt_error_types()
         self.weathers = prepared_weathers(bundle, "engines", precision)
-        records = {w: bundle.engine_entry(w, precision) for w in self.weathers}
-        self._shape_ranges = {w: r.get("shapes") for w, r in records.items()}
-        running, problem = probe_running_target(device)
-        if running is None:
+        records = bundle.engines(precision)
+        self._shape_ranges = {w: r.shapes for w, r in records.items()}
+        problem = _engine_problem(bundle, precision, device)
+        if problem:
             raise GpmaskError(f"backend tensorrt: {problem}")
-        for record in records.values():
-            problem = engine_mismatch(record, running, str(bundle.root), precision)
-            if problem:
-                raise GpmaskError(problem)
-        verify_files(bundle, [bundle.root / r["path"] for r in records.values()])
+        verify_files(bundle, [bundle.root / r.path for r in records.values()])
         self.contexts: dict[str, Any] = {}
         with tensorrt_errors(f"backend tensorrt: cannot load the {precision} engines of "
                              f"{bundle.root}"):
             self._load(trt, cuda, bundle, records, precision, device)
 
-    def _load(self, trt: Any, cuda: Any, bundle: Bundle, records: dict[str, dict[str, Any]],
+    def _load(self, trt: Any, cuda: Any, bundle: Bundle, records: dict[str, Any],
               precision: str, device: int) -> None:
         cudart = _cudart()
         cudart.check(cudart.handle.cudaSetDevice(device))
@@ -229,10 +131,10 @@ class TensorRTBackend(Backend):
         self._runtime = trt.Runtime(logger)
         self.engines = {}
         for weather, record in records.items():
-            plan = (bundle.root / record["path"]).read_bytes()
+            plan = (bundle.root / record.path).read_bytes()
             engine = self._runtime.deserialize_cuda_engine(plan)
             if engine is None:
-                raise GpmaskError(f"TensorRT could not load engine {record['path']}; rebuild it "
+                raise GpmaskError(f"TensorRT could not load engine {record.path}; rebuild it "
                                   f"with `gpmask build {bundle.root} --precision {precision}`")
             self.engines[weather] = engine
         strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
@@ -304,3 +206,31 @@ class TensorRTBackend(Backend):
         self._host_in.free()
         self._host_out.free()
         self.stream.free()
+
+
+def _engine_problem(bundle: Bundle, precision: str, device: int) -> str | None:
+    """Why the bundle's ``precision`` engines cannot run here: any network without one
+    (a build interrupted half way), or one built for another TensorRT or GPU."""
+    if precision not in TENSORRT_PRECISIONS:
+        return (f"TensorRT runs engines built from {', '.join(TENSORRT_PRECISIONS)} graphs, "
+                f"not {precision}")
+    engines = bundle.engines(precision)
+    missing = [w for w in bundle.networks if w not in engines]
+    if missing:
+        return missing_reason(bundle, "engines", precision, missing)
+    try:
+        running = tensorrt_target(device)
+    except GpmaskError as exc:
+        return str(exc)
+    return next(filter(None, (record.mismatch(running, bundle.root, precision)
+                              for record in engines.values())), None)
+
+
+SPEC = BackendSpec(
+    name="tensorrt",
+    device="gpu",
+    precisions=("int8", "fp16", "fp32"),
+    unavailable=lambda device: tensorrt_problem() or gpu_problem(device),
+    refusal=_engine_problem,
+    load=lambda bundle, precision, device: TensorRTBackend(bundle, precision, device),
+)

@@ -9,12 +9,13 @@ The trainer and ``gpmask eval`` see one small interface, :class:`PairSource`:
   what an uninterrupted one would;
 - ``eval_pairs(weather, count, size)``: whole (degraded, clean) HxWx3 images.
 
-A training step costs ~50-100 ms on two CPU cores, so drawing a batch must cost a few
-milliseconds. :class:`SyntheticPairs` therefore renders each clean image's weather a
-few times (``pool_size`` variants per image and weather, made on first use and kept
-as uint8 like the PNGs of the public sets) and crops from that pool, instead of
-rendering weather for every crop. :class:`FolderPairs` decodes each pair once, on
-first use, and keeps it the same way.
+A training step of a small network costs tens of milliseconds on a CPU
+(``benchmarks/bench_train_step.py``), so drawing a batch must cost a few milliseconds.
+:class:`SyntheticPairs` therefore renders each clean image's weather a few times
+(``pool_size`` variants per image and weather, made on first use and kept as uint8 like
+the PNGs of the public sets) and crops from that pool, instead of rendering weather for
+every crop. :class:`FolderPairs` decodes each pair once, on first use, and keeps it the
+same way.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from gpmask.data.paired import PairedFolder
+from gpmask.data.paired_folders import PairedFolder
 from gpmask.data.synthetic import WEATHERS, degrade
 from gpmask.errors import GpmaskError
 
@@ -195,7 +196,7 @@ class SyntheticPairs:
 
 
 class FolderPairs:
-    """Real paired data: one :class:`~gpmask.data.paired.PairedFolder` per weather."""
+    """Real paired data: one :class:`~gpmask.data.paired_folders.PairedFolder` per weather."""
 
     def __init__(self, folders: dict[str, PairedFolder], seed: int = 0) -> None:
         if not folders:

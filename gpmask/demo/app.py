@@ -267,6 +267,7 @@ def run_demo(
     frames: int = 96,
     size: Size = (192, 192),
     backend: str = "auto",
+    precision: str = "auto",
     progress: bool = True,
 ) -> dict:
     """Make the clip, restore it with ``auto`` routing, write videos, table and plot.
@@ -283,8 +284,8 @@ def run_demo(
     write_video(output / "input.avi", clip.degraded, clip.fps)
     source = open_source(str(output / "input.avi"))
     restored = KeepingSink(VideoFileSink(output / "restored.avi", source.fps))
-    with Restorer(bundle, backend=backend) as restorer:
-        backend_name = restorer.backend_name
+    with Restorer(bundle, backend=backend, precision=precision) as restorer:
+        backend_name, precision = restorer.backend_name, restorer.precision
         result = run_loop(
             source, restorer, router, restored,
             side_by_side_sink=VideoFileSink(output / "side_by_side.avi", source.fps),
@@ -298,6 +299,7 @@ def run_demo(
     summary = {
         "bundle": "bundle" if bundle.root == output / "bundle" else str(bundle.root),
         "backend": backend_name,
+        "precision": precision,
         "frames": len(result.records),
         "size": list(size),
         "loop_fps": result.fps,

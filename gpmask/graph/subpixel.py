@@ -1,17 +1,16 @@
 """Upsampling transposed convolutions rewritten as convolution + DepthToSpace, for int8 on the CPU.
 
-ONNX Runtime's CPU kernels have no quantized ConvTranspose: in a U8S8 graph each one
-stays in fp32 between a DequantizeLinear and a QuantizeLinear, and on the demo network
-the two upsampling layers took 19 % of the int8 run. A transposed convolution whose
-output is exactly ``stride`` times its input is the same map as an ordinary
-convolution with ``stride**2`` times the output channels followed by DepthToSpace
-("sub-pixel convolution"): output pixel ``s*m + a`` only ever sees input pixels
-``m + d`` through kernel tap ``a + pad - s*d``. As a Conv it is quantized into a
-QLinearConv like every other layer (measured on the demo network: int8-cpu 18 %
-faster at 256x256, 12 % at 720p). The ``int8-cpu`` and ``int8-openvino`` schemes use it
-(OpenVINO too runs a quantized ConvTranspose in float32 on x86): in fp32 the
-convolution form does more multiply-accumulates (2.25x for kernel 4, stride 2) and
-was no faster, and TensorRT quantizes deconvolutions itself.
+ONNX Runtime's CPU kernels have no quantized ConvTranspose: in a U8S8 graph each one stays
+in fp32 between a DequantizeLinear and a QuantizeLinear (the upsampling layers then
+dominate a profile of the int8 run, ``benchmarks/profile_layers.py``). A transposed
+convolution whose output is exactly ``stride`` times its input is the same map as an
+ordinary convolution with ``stride**2`` times the output channels followed by DepthToSpace
+("sub-pixel convolution"): output pixel ``s*m + a`` only ever sees input pixels ``m + d``
+through kernel tap ``a + pad - s*d``. As a Conv it is quantized into a QLinearConv like
+every other layer. The ``int8-cpu`` and ``int8-openvino`` schemes use it (OpenVINO too
+runs a quantized ConvTranspose in float32 on x86): in fp32 the convolution form does more
+multiply-accumulates (2.25x for kernel 4, stride 2) and was no faster, and TensorRT
+quantizes deconvolutions itself.
 """
 
 from __future__ import annotations
@@ -20,11 +19,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from gpmask.calibration.graph_edit import drop_replaced_initializers
+from gpmask.graph.nodes import drop_replaced_initializers
 
 
-def subpixel_upsampling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """A copy of ``model`` with every eligible ConvTranspose rewritten; and how many were.
+def subpixel_upsampling(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with every eligible ConvTranspose rewritten (each becomes the
+    nodes ``<name>.subpixel.conv`` and ``<name>.subpixel.shuffle``).
 
     Eligible: 2-D, one group, no dilation, explicit symmetric pads, weights (and bias)
     given as initializers, and an output exactly ``stride`` times the input in both
@@ -35,7 +35,7 @@ def subpixel_upsampling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     rewritten.CopyFrom(model)
     graph = rewritten.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    nodes, replaced, count = [], set(), 0
+    nodes, replaced = [], set()
     for node in graph.node:
         plan = _plan(node, initializers) if node.op_type == "ConvTranspose" else None
         if plan is None:
@@ -43,7 +43,6 @@ def subpixel_upsampling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             continue
         weight, bias, stride, pad = plan
         replaced.update(node.input[1:])
-        count += 1
         kernel, reach = _subpixel_kernel(weight, stride, pad)
         name = node.name or node.output[0]
         inputs = [node.input[0], f"{name}.subpixel.weight"]
@@ -64,7 +63,7 @@ def subpixel_upsampling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     del graph.node[:]
     graph.node.extend(nodes)
     drop_replaced_initializers(graph, replaced)
-    return rewritten, count
+    return rewritten
 
 
 def _plan(

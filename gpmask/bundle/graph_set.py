@@ -5,7 +5,7 @@ so that loading the fp16 graphs never reads fp32 bytes. Within it, a tensor that
 same in two weathers' graphs (most of the common values) is stored once, by the same
 content-addressed writer export uses for ``weights.bin``.
 
-In a compact bundle the fp16 graphs are compact too (:mod:`gpmask.export.compact`):
+In a compact bundle the fp16 graphs are compact too (:mod:`gpmask.bundle.compact`):
 their common weights once, each weather's mask and values in fp16. The int8 graphs
 stay dense: per-channel weight scales follow each weather's own weights, so a
 weather's int8 weights differ from the common graph's in almost every element (over
@@ -22,10 +22,11 @@ from pathlib import Path
 
 import onnx
 
-from gpmask.bundle import COMMON, Bundle
-from gpmask.export.compact import compact_graphs
-from gpmask.export.weight_store import write_shared_weights
+from gpmask.bundle.compact import compact_graphs
+from gpmask.bundle.manifest import COMMON, Bundle, GraphQuality
+from gpmask.bundle.weight_store import write_shared_weights
 from gpmask.fileio import replace_together
+from gpmask.precision import precision as definition
 
 
 def graph_name(weather: str, precision: str) -> str:
@@ -38,21 +39,20 @@ def weights_name(precision: str) -> str:
     return f"weights.{precision}.bin"
 
 
-#: Precisions stored compact in a compact bundle (see the module docstring).
-COMPACT_PRECISIONS = ("fp16",)
-
-
 def precision_layout(bundle: Bundle, precision: str) -> str:
-    """How ``precision``'s graphs are stored in ``bundle``: ``compact`` or ``dense``."""
-    return "compact" if bundle.layout == "compact" and precision in COMPACT_PRECISIONS \
+    """How ``precision``'s graphs are stored in ``bundle``: ``compact`` or ``dense``
+    (:attr:`gpmask.precision.Precision.stored_compact`)."""
+    return "compact" if bundle.layout == "compact" and definition(precision).stored_compact \
         else "dense"
 
 
 def save_precision_graphs(
-    bundle: Bundle, precision: str, models: Mapping[str, onnx.ModelProto]
+    bundle: Bundle, precision: str, models: Mapping[str, onnx.ModelProto],
+    qualities: Mapping[str, GraphQuality],
 ) -> None:
-    """Write ``models`` (weather -> dense graph with in-memory weights) and record them,
-    compacted against the common graph where :func:`precision_layout` says so.
+    """Write ``models`` (weather -> dense graph with in-memory weights) and record them
+    with their measured ``qualities``, compacted against the common graph where
+    :func:`precision_layout` says so.
 
     The weight file and the graphs are written into a staging folder inside the bundle
     and replace the old ones together with the manifest that records them
@@ -74,7 +74,8 @@ def save_precision_graphs(
     def record() -> None:
         bundle.set_weights(weights_name(precision))
         for weather in models:
-            bundle.set_graph(weather, precision, graph_name(weather, precision), layout)
+            bundle.set_graph(weather, precision, graph_name(weather, precision), layout,
+                             qualities[weather])
         bundle.save()
 
     replace_together(bundle.root, staging, record)

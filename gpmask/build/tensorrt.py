@@ -27,45 +27,37 @@ engines compute in full float32 by default; ``tf32=True`` lets fp32 convolutions
 matrix products use TF32 on GPUs that have it (faster, with rounding differences).
 The manifest records the choice.
 
-Compact graphs (:mod:`gpmask.export.compact`) rebuild their weights from the common
+Compact graphs (:mod:`gpmask.bundle.compact`) rebuild their weights from the common
 ones with standard ONNX operators; TensorRT is not given that rebuild: each graph is
-folded into plain initializers first (:func:`tensorrt_graph`, which needs no TensorRT)
-and the folded graph is checked against the compact one on ONNX Runtime, outputs
-equal, before the parser sees it.
+folded into plain initializers first (:func:`gpmask.graph.fold.dense_graph_file`, which
+needs no TensorRT) and the folded graph is checked against the compact one on ONNX
+Runtime, outputs equal, on a sample of the profile's smallest shape (its batch
+included) before the parser sees it.
 
 Nothing is written unless TensorRT imports and a GPU is visible: an engine cannot be
 built, or faked, anywhere else. Bundle.open has checked every file the parser will
 read (graphs and weight files) against its sha256; a Polygraphy or TensorRT failure
-during a build ends in one GpmaskError line (see gpmask.runtime.backends.tensorrt).
+during a build ends in one GpmaskError line (:func:`gpmask.errors.tensorrt_errors`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import os
 import re
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
 from tqdm import tqdm
 
-from gpmask.bundle import COMMON, Bundle
-from gpmask.errors import GpmaskError
+from gpmask.bundle import Bundle, TensorSpec
+from gpmask.errors import GpmaskError, tensorrt_errors
 from gpmask.fileio import atomic_path
-from gpmask.runtime.backends.tensorrt import tensorrt_errors
+from gpmask.graph.fold import dense_graph_file
+from gpmask.host import tensorrt_target
+from gpmask.precision import TENSORRT_PRECISIONS
 from gpmask.sizes import Size, check_multiple, format_size
 
 ENGINE_FOLDER = "engines"
-#: The precisions engines are built from (each one of gpmask.bundle.PRECISIONS; int8-cpu
-#: is ONNX Runtime's CPU format, not TensorRT's).
-BUILD_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -107,8 +99,7 @@ class ShapeRange:
 DEFAULT_PROFILE = ShapeRange((64, 64), (720, 1280), (1080, 1920))
 
 
-def profile_shapes(input_spec: dict[str, Any], requested: ShapeRange | None,
-                   multiple: int) -> ShapeRange:
+def profile_shapes(input_spec: TensorSpec, requested: ShapeRange | None) -> ShapeRange:
     """The optimization profile for a bundle whose manifest ``input`` is ``input_spec``.
 
     A static height and width (``export --size``) fix the profile (and the batch, when
@@ -116,63 +107,17 @@ def profile_shapes(input_spec: dict[str, Any], requested: ShapeRange | None,
     (default :data:`DEFAULT_PROFILE`) is checked against the network's size multiple,
     batch 1.
     """
-    batch, _, height, width = input_spec.get("shape") or (None, 3, None, None)
+    batch, _, height, width = input_spec.shape
     if height is None or width is None:
-        return (requested or DEFAULT_PROFILE).check(multiple)
+        return (requested or DEFAULT_PROFILE).check(input_spec.size_multiple)
     fixed = ShapeRange.fixed(height, width, batch or 1)
     if requested is not None and requested != ShapeRange.fixed(height, width):
-        static = "x".join("N" if d is None else str(d) for d in input_spec["shape"])
+        static = input_spec.describe()
         raise GpmaskError(f"the profile ({requested}) contradicts the bundle's static input "
                           f"shape {static}: its graphs accept {height}x{width} only; leave "
                           f"--min-size, --opt-size and --max-size out, or export without "
                           f"--size for a range")
     return fixed
-
-
-@dataclass(frozen=True)
-class Gpu:
-    """The GPU engines are built for."""
-
-    name: str
-    compute_capability: str
-
-
-def import_tensorrt() -> Any:
-    """``tensorrt``, or a :class:`GpmaskError` saying it is missing and where to build."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise GpmaskError(
-            f"TensorRT is not installed here (import tensorrt failed: {exc}); build engines "
-            f"on the target machine (a Jetson with JetPack, or a GPU machine with TensorRT "
-            f"10 or 11); no file was written"
-        ) from exc
-    return tensorrt
-
-
-def visible_gpu() -> Gpu:
-    """Device 0 through the CUDA driver API, or a :class:`GpmaskError` when none is visible.
-
-    The driver library (``libcuda``) is on every machine that can run TensorRT, Jetson
-    included, where ``nvidia-smi`` is not.
-    """
-    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
-    try:
-        cuda = ctypes.CDLL(name)
-    except OSError as exc:
-        raise GpmaskError(f"no NVIDIA GPU visible: the CUDA driver ({name}) cannot be loaded "
-                          f"({exc}); no file was written") from exc
-    count = ctypes.c_int(0)
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or not count.value:
-        raise GpmaskError("no NVIDIA GPU visible (CUDA reports no device); no file was written")
-    device = ctypes.c_int(0)
-    cuda.cuDeviceGet(ctypes.byref(device), 0)
-    raw_name = ctypes.create_string_buffer(256)
-    cuda.cuDeviceGetName(raw_name, 256, device)
-    major, minor = ctypes.c_int(0), ctypes.c_int(0)
-    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)  # COMPUTE_CAPABILITY_MAJOR
-    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)  # COMPUTE_CAPABILITY_MINOR
-    return Gpu(raw_name.value.decode(errors="replace"), f"{major.value}.{minor.value}")
 
 
 def timing_cache_name(tensorrt_version: str, compute_capability: str, gpu_name: str) -> str:
@@ -186,59 +131,12 @@ def timing_cache_name(tensorrt_version: str, compute_capability: str, gpu_name: 
     return f"{ENGINE_FOLDER}/timing.trt{tensorrt_version}.sm{capability}.{slug}.cache"
 
 
-def tensorrt_graph(graph: str | os.PathLike, sample_shape: tuple[int, ...]) -> onnx.ModelProto:
-    """The graph TensorRT parses: ``graph`` (a file) with any compact rebuild folded into
-    plain initializers, weights in memory.
-
-    The folded graph is run against ``graph`` on ONNX Runtime's CPU provider with a
-    random input of ``sample_shape`` (NCHW); its output must be equal, element for
-    element, or a :class:`GpmaskError` says so.
-    """
-    import onnxruntime as ort
-
-    from gpmask.export.compact import fold_rebuild, rebuild_nodes
-
-    model = onnx.load(str(graph))
-    if not rebuild_nodes(model):
-        return model
-    folded = fold_rebuild(model)
-    if rebuild_nodes(folded):
-        raise GpmaskError(f"{Path(graph).name}: constant folding left rebuild nodes behind")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    sessions = [ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-                for source in (str(graph), folded.SerializeToString())]
-    spec = sessions[0].get_inputs()[0]
-    dtype = np.float16 if spec.type == "tensor(float16)" else np.float32
-    sample = np.random.default_rng(0).random(sample_shape).astype(dtype)
-    compact, plain = (session.run(None, {spec.name: sample})[0] for session in sessions)
-    if compact.shape != plain.shape or not np.array_equal(compact, plain):
-        raise GpmaskError(f"{Path(graph).name}: the folded graph's output differs from the "
-                          f"compact graph's; no engine was built from it")
-    return folded
-
-
-@contextlib.contextmanager
-def _tensorrt_graph_file(graph: Path, sample_shape: tuple[int, ...]) -> Iterator[Path]:
-    """``graph``, or its folded copy in a temporary folder when it has a rebuild."""
-    from gpmask.export.compact import rebuild_nodes
-
-    if not rebuild_nodes(onnx.load(str(graph), load_external_data=False)):
-        yield graph
-        return
-    model = tensorrt_graph(graph, sample_shape)
-    with tempfile.TemporaryDirectory(prefix="gpmask-trt-") as folder:
-        path = Path(folder) / graph.name
-        onnx.save(model, str(path), save_as_external_data=True, location=f"{graph.name}.data")
-        yield path
-
-
 def build_engine(
     graph: str | os.PathLike, engine: str | os.PathLike, input_name: str, shapes: ShapeRange,
     timing_cache: str | os.PathLike, workspace_mb: int | None = None, tf32: bool = False,
 ) -> None:
     """Build one strongly typed engine from ``graph`` and write it to ``engine`` atomically."""
-    trt = import_tensorrt()
+    import tensorrt as trt
     from polygraphy.backend.common import SaveBytes
     from polygraphy.backend.trt import (
         CreateConfig,
@@ -276,41 +174,39 @@ def build_bundle_engines(
     anything, when TensorRT or a GPU is missing, when the bundle lacks the graphs of
     ``precision``, or when any of its files does not match the manifest.
     """
-    if precision not in BUILD_PRECISIONS:
+    if precision not in TENSORRT_PRECISIONS:
         raise GpmaskError(f"unknown engine precision {precision!r}; use one of "
-                          f"{', '.join(BUILD_PRECISIONS)}")
+                          f"{', '.join(TENSORRT_PRECISIONS)}")
     bundle = Bundle.open(root)
-    shape_range = profile_shapes(bundle.manifest["input"], shapes, bundle.size_multiple)
-    weathers = [*bundle.weathers, COMMON]
-    missing = [w for w in weathers if precision not in bundle.manifest["graphs"].get(w, {})]
+    shape_range = profile_shapes(bundle.input_spec, shapes)
+    missing = bundle.missing_graphs(precision)
     if missing:
         raise GpmaskError(f"bundle {bundle.root} has no {precision} graph for "
                           f"{', '.join(missing)}; run: gpmask calibrate {bundle.root} "
                           f"--precision {precision}")
-    trt = import_tensorrt()
-    gpu = visible_gpu()
+    try:
+        target = tensorrt_target(0)
+    except GpmaskError as exc:
+        raise GpmaskError(f"{exc}; build engines on the target machine (a Jetson with "
+                          f"JetPack, or a GPU machine with TensorRT 10 or 11); no file was "
+                          f"written") from exc
     try:
         (bundle.root / ENGINE_FOLDER).mkdir(exist_ok=True)
     except OSError as exc:
         raise GpmaskError(f"cannot write {bundle.root / ENGINE_FOLDER}: "
                           f"{exc.strerror or exc}") from exc
-    timing_cache = bundle.root / timing_cache_name(trt.__version__, gpu.compute_capability,
-                                                   gpu.name)
+    timing_cache = bundle.root / timing_cache_name(target.tensorrt_version,
+                                                   target.compute_capability, target.gpu)
+    sample = (shape_range.batch, 3, *shape_range.min)
     written = []
-    for weather in tqdm(weathers, desc=f"TensorRT {precision}", unit="engine",
+    for weather in tqdm(bundle.networks, desc=f"TensorRT {precision}", unit="engine",
                         disable=not progress):
         relative = f"{ENGINE_FOLDER}/{weather}.{precision}.engine"
-        with _tensorrt_graph_file(bundle.graph_path(weather, precision),
-                                  (1, 3, *shape_range.min)) as graph:
-            build_engine(graph, bundle.root / relative, bundle.manifest["input"]["name"],
-                         shape_range, timing_cache, workspace_mb, tf32)
-        bundle.manifest.setdefault("engines", {}).setdefault(weather, {})[precision] = (
-            bundle.record_file(
-                relative, tensorrt_version=trt.__version__, gpu=gpu.name,
-                compute_capability=gpu.compute_capability, precision=precision,
-                shapes=shape_range.to_dict(), strongly_typed=True, tf32=tf32,
-            )
-        )
+        with dense_graph_file(bundle.graph_path(weather, precision),
+                              check_shape=sample) as graph:
+            build_engine(graph, bundle.root / relative, bundle.input_spec.name, shape_range,
+                         timing_cache, workspace_mb, tf32)
+        bundle.set_engine(weather, precision, relative, target, shape_range.to_dict(), tf32)
         bundle.save()  # each engine recorded as it lands: a later failure leaves no stale hash
         written.append(relative)
     return written

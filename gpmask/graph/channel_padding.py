@@ -3,11 +3,10 @@
 On x86, ONNX Runtime runs a U8S8 QLinearConv through its symmetric-quantization
 convolution kernels (MLAS ``ConvSym``) only when the layer has at least 16 output
 channels and multiples of 4 on both sides; any other layer falls back to a generic
-im2col + integer GEMM path. On the demo network every full-resolution layer has 12
-channels and took the slow path: 0.86 ms per 3x3 layer at 256x256, four times the
-time per multiply-accumulate of its 24-channel layers; with 16 channels the same
-layer took 0.49 ms for 1.8x the multiply-accumulates. The first layer (3 input
-channels) and the last (3 output channels) took 16 and 19 ms of a 163 ms run at 720p.
+im2col + integer GEMM path, several times slower per multiply-accumulate. On the demo
+network every full-resolution layer has 12 channels, and the first and last layers 3,
+so they took that path (``benchmarks/profile_layers.py`` shows it layer by layer);
+widened to 16 channels they run faster despite the extra multiply-accumulates.
 
 The rewrite is exact:
 
@@ -33,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from gpmask.calibration.graph_edit import (
+from gpmask.graph.nodes import (
     attribute,
     channel_counts,
     drop_replaced_initializers,
@@ -56,8 +55,9 @@ def padded_channels(channels: int, minimum: int = 16, multiple: int = 4) -> int:
 
 def pad_convolution_channels(
     model: onnx.ModelProto, minimum: int = 16, multiple: int = 4
-) -> tuple[onnx.ModelProto, int]:
-    """A copy of ``model`` with its convolutions widened; and how many were.
+) -> onnx.ModelProto:
+    """A copy of ``model`` with its convolutions widened (each widened one reads the
+    weights ``<name>.padded.weight``).
 
     Output channels: a 2-D Conv of one group with initializer weights (and bias) gets
     ``padded_channels(count, minimum, multiple)`` of them. Input channels: such a Conv
@@ -83,7 +83,7 @@ def pad_convolution_channels(
         for name in blame:
             del padded[name]
     _insert_slices(graph, sliced, layouts)
-    widened = _pad_inputs(graph, initializers, layouts, channels, multiple)
+    _pad_inputs(graph, initializers, layouts, channels, multiple)
     replaced = set()
     for node in graph.node:
         source = layouts.get(node.input[0]) if node.op_type == "Conv" else None
@@ -104,7 +104,7 @@ def pad_convolution_channels(
     drop_replaced_initializers(graph, replaced)
     # Intermediate shapes recorded before the rewrite no longer hold for padded tensors.
     del graph.value_info[:]
-    return rewritten, len(set(padded) | widened)
+    return rewritten
 
 
 def _out_channels(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> int:
@@ -184,14 +184,14 @@ def _pad_inputs(
     layouts: dict[str, Layout],
     channels: dict[str, int],
     multiple: int,
-) -> set[str]:
-    """Give convolutions reading narrow unpadded tensors a zero-padded copy; their names.
+) -> None:
+    """Give convolutions reading narrow unpadded tensors a zero-padded copy.
 
     The padded copy's layout is recorded in ``layouts`` under the copy's name, so the
     weights are gathered like those of any reader of a padded tensor.
     """
     pads: dict[str, str] = {}
-    nodes, widened = [], set()
+    nodes = []
     for node in graph.node:
         source = node.input[0] if node.op_type == "Conv" else None
         count = channels.get(source) if source else None
@@ -209,11 +209,9 @@ def _pad_inputs(
                                           name=f"{source}.pad", mode="constant"))
             layouts[pads[source]] = tuple(range(count)) + (-1,) * (size - count)
         node.input[0] = pads[source]
-        widened.add(node.name)
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    return widened
 
 
 def _insert_slices(graph: onnx.GraphProto, sliced: dict[str, set[str]],

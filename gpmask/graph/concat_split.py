@@ -5,9 +5,9 @@ A convolution is linear in its input channels, so ``Conv(Concat(a, b), W) + bias
 ONNX Runtime's U8S8 graphs the concatenation is costly where it sits: its inputs come
 from different layouts (the sub-pixel upsampling's DepthToSpace runs in NCHW, the
 convolutions in NHWC), so it runs in NCHW as a requantizing QLinearConcat and the
-concatenated tensor is transposed back to NHWC for the convolution that reads it. On
-the demo network at 720p the skip connection's concatenation and that transpose took
-29 ms of a 189 ms int8 run. Split, each part goes to its own QLinearConv and the
+concatenated tensor is transposed back to NHWC for the convolution that reads it (a
+visible share of the demo network's int8 run in ``benchmarks/profile_layers.py``).
+Split, each part goes to its own QLinearConv and the
 partial sums meet in one QLinearAdd. Every int8 scheme uses it (for the TensorRT
 ``int8`` graph it also avoids an OpenVINO defect; see :mod:`gpmask.calibration.int8`).
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper, numpy_helper
 
-from gpmask.calibration.graph_edit import (
+from gpmask.graph.nodes import (
     attribute,
     channel_counts,
     drop_replaced_initializers,
@@ -25,8 +25,8 @@ from gpmask.calibration.graph_edit import (
 )
 
 
-def split_concatenated_convolutions(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """A copy of ``model`` with every eligible Concat + Conv pair split; and how many were.
+def split_concatenated_convolutions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with every eligible Concat + Conv pair split.
 
     Eligible: a Concat along channels (axis 1) read by exactly one node, a 2-D Conv of
     one group with initializer weights, and no graph output. ``model`` must hold its
@@ -53,7 +53,7 @@ def split_concatenated_convolutions(model: onnx.ModelProto) -> tuple[onnx.ModelP
                 and all(name in channels for name in node.input)):
             split[node.output[0]] = reader[0]
     if not split:
-        return rewritten, 0
+        return rewritten
     concats = {node.output[0]: node for node in graph.node if node.output[0] in split}
     replaced, nodes = set(), []
     for node in graph.node:
@@ -88,5 +88,5 @@ def split_concatenated_convolutions(model: onnx.ModelProto) -> tuple[onnx.ModelP
     graph.node.extend(nodes)
     drop_replaced_initializers(graph, replaced)
     del graph.value_info[:]
-    return rewritten, len(split)
+    return rewritten
 

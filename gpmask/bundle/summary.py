@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 
 from gpmask.bundle import COMMON, Bundle
+from gpmask.bundle.compact import rebuild_inputs, rebuild_nodes
 from gpmask.errors import GpmaskError
-from gpmask.export.compact import rebuild_inputs, rebuild_nodes
 
 
 def format_bytes(count: float) -> str:

@@ -26,17 +26,19 @@ dense graphs holds N + 1 copies of the network. In a compact set of graphs:
 So every graph is an ordinary ONNX model: onnx.checker passes, ONNX Runtime's
 constant folding evaluates the rebuild once when a session is created (with graph
 optimizations disabled it would run the rebuild on every run instead), and
-:func:`fold_rebuild` turns it back into plain initializers (what TensorRT's parser and
-ONNX Runtime's quantizer are given). The rebuild moves values and never computes any,
-so the folded weights are bit-identical to the dense ones.
+:func:`gpmask.graph.fold.fold_rebuild` turns it back into plain initializers (what
+TensorRT's parser, OpenVINO and ONNX Runtime's quantizer are given). The rebuild moves
+values and never computes any, so the folded weights are bit-identical to the dense
+ones.
 
 Why one rebuild per graph, not one per tensor: ONNX Runtime folds node by node, at a
-fixed cost each (about 0.2 ms here), and a per-tensor rebuild needs about ten nodes,
-which made creating a session several times slower than for the dense graph; one
-rebuild needs a few nodes plus one Reshape per tensor. Why steps before the mask when
-they are smaller (below about 1/8 of the elements changed): ONNX Runtime's CumSum,
-Gather and Where over every element of a 6.5M-parameter network took about 0.35 s per
-session here, the steps' CumSum and ScatterElements over the changed ones about 16 ms.
+fixed cost each, and a per-tensor rebuild needs about ten nodes, which made creating a
+session several times slower than for the dense graph; one rebuild needs a few nodes
+plus one Reshape per tensor. Why steps before the mask when they are smaller (below
+about 1/8 of the elements changed): the mask's CumSum, Gather and Where run over every
+element of the network when a session is created, the steps' CumSum and
+ScatterElements only over the changed ones (``benchmarks/bench_compact.py`` measures
+the cold start of both layouts).
 Every intermediate has a shape known before execution, which ONNX Runtime's folding
 needs (it skips NonZero).
 
@@ -59,11 +61,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from gpmask.bundle import COMPACT_PREFIX
+from gpmask.bundle.manifest import COMPACT_PREFIX
 from gpmask.errors import GpmaskError
 
-#: Bundle layouts: ``compact`` (weathers store what differs from common) or ``dense``.
-LAYOUTS = ("compact", "dense")
 #: Element types whose initializers are weights the rebuild covers (shape operands are
 #: int64 and must stay plain: shape inference reads them when a graph is loaded).
 WEIGHT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
@@ -293,7 +293,7 @@ def compact_graphs(
     return compacted, groups
 
 
-def _folded(model: onnx.ModelProto) -> list[bool]:
+def folded_nodes(model: onnx.ModelProto) -> list[bool]:
     """Per node: computed from initializers alone, Q/DQ excepted (what folding evaluates)."""
     constant = {t.name for t in model.graph.initializer}
     folded = []
@@ -309,53 +309,15 @@ def _folded(model: onnx.ModelProto) -> list[bool]:
 def rebuild_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Nodes computed from initializers alone, Q/DQ excepted: constant folding evaluates
     them. In a bundle's graphs these are exactly the rebuild of compact weights."""
-    return [node for node, folded in zip(model.graph.node, _folded(model), strict=True)
+    return [node for node, folded in zip(model.graph.node, folded_nodes(model), strict=True)
             if folded]
 
 
 def rebuild_inputs(model: onnx.ModelProto) -> set[str]:
     """Initializers only the rebuild reads: folded away when a graph is folded."""
     read_by_rebuild, read_elsewhere = set(), set()
-    for node, folded in zip(model.graph.node, _folded(model), strict=True):
+    for node, folded in zip(model.graph.node, folded_nodes(model), strict=True):
         (read_by_rebuild if folded else read_elsewhere).update(node.input)
     read_elsewhere.update(output.name for output in model.graph.output)
     initializers = {t.name for t in model.graph.initializer}
     return (read_by_rebuild & initializers) - read_elsewhere
-
-
-def fold_rebuild(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` (weights in memory) with its rebuild evaluated into plain initializers.
-
-    onnx-graphsurgeon's constant folding (what Polygraphy's ``FoldConstants`` runs; it
-    evaluates with ONNX Runtime and leaves Q/DQ alone) computes the weights; they
-    replace the rebuild and its inputs, and the rest of ``model`` (nodes, names,
-    inputs, outputs, metadata) is kept as it is, so a folded compact graph is the dense
-    graph. A graph without a rebuild comes back as a copy.
-    """
-    folded = onnx.ModelProto()
-    folded.CopyFrom(model)
-    flags = _folded(model)
-    if not any(flags):
-        return folded
-    import onnx_graphsurgeon as gs
-
-    kept = [node for node, flag in zip(model.graph.node, flags, strict=True) if not flag]
-    read = {name for node in kept for name in node.input}
-    read |= {output.name for output in model.graph.output}
-    wanted = [name for node, flag in zip(model.graph.node, flags, strict=True) if flag
-              for name in node.output if name in read]
-    graph = gs.import_onnx(model)
-    graph.fold_constants(fold_shapes=False, error_ok=False)
-    tensors = graph.tensors()
-    values = []
-    for name in wanted:
-        if not isinstance(tensors.get(name), gs.Constant):
-            raise GpmaskError(f"constant folding did not evaluate {name!r}")
-        values.append(numpy_helper.from_array(np.asarray(tensors[name].values), name))
-    dropped = rebuild_inputs(model)
-    initializers = [t for t in folded.graph.initializer if t.name not in dropped]
-    del folded.graph.initializer[:]
-    folded.graph.initializer.extend(initializers + values)
-    del folded.graph.node[:]
-    folded.graph.node.extend(kept)
-    return folded

@@ -19,28 +19,17 @@ light raindrops taken for each other.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
+from gpmask.export.shipped_router import ROUTER_FILE
 from gpmask.fileio import atomic_path
 from gpmask.runtime.routing import CLEAR, router_input
-
-ROUTER_FILE = "router.onnx"
-#: Routers shipped with a shipped checkpoint (gpmask.masking.checkpoint.SHIPPED_CHECKPOINTS):
-#: name -> the router graph; its manifest record (classes, input size, held-out
-#: accuracy, training settings and the graph's sha256) lies beside it as ``.json``. They
-#: are the output of ``gpmask train-router`` with default settings on a bundle of that
-#: checkpoint (router.onnx and the manifest's ``router`` entry), so exporting the shipped
-#: model needs no training before ``--weather auto`` works.
-SHIPPED_ROUTERS = {"demo": Path(__file__).resolve().parent.parent / "assets" / "demo.router.onnx"}
 
 
 @dataclass
@@ -208,10 +197,10 @@ def train_router(
         seconds=time.perf_counter() - started,
         settings=asdict(settings),
     )
-    bundle.manifest["router"] = bundle.record_file(
+    bundle.set_router(
         ROUTER_FILE,
-        classes=classes,
-        input_size=list(settings.input_size),
+        classes,
+        settings.input_size,
         accuracy=report.accuracy,
         accuracy_per_class=per_class,
         heldout_frames=report.heldout_frames,
@@ -220,35 +209,6 @@ def train_router(
     )
     bundle.save()
     return report
-
-
-def shipped_router(name: str, weathers: list[str]) -> tuple[Path, dict] | None:
-    """The router shipped for the shipped checkpoint ``name`` and its manifest record,
-    when there is one whose classes are exactly ``clear`` and ``weathers``."""
-    graph = SHIPPED_ROUTERS.get(name)
-    if graph is None or not graph.is_file():
-        return None
-    record = json.loads(graph.with_suffix(".json").read_text())
-    if sorted(record["classes"]) != sorted([CLEAR, *weathers]):
-        return None
-    return graph, record
-
-
-def attach_router(bundle: Bundle, graph: Path, record: dict) -> None:
-    """Copy a trained router graph into ``bundle`` and record it (the manifest is not saved).
-
-    ``record`` is a manifest ``router`` entry from another bundle; its sha256 must be the
-    graph's, so a damaged asset is refused here rather than at run time.
-    """
-    target = bundle.root / ROUTER_FILE
-    with atomic_path(target, suffix=".onnx") as tmp:
-        shutil.copyfile(graph, tmp)
-    entry = bundle.record_file(ROUTER_FILE, **{k: v for k, v in record.items()
-                                               if k not in ("path", "sha256")})
-    if entry["sha256"] != record.get("sha256"):
-        target.unlink()
-        raise GpmaskError(f"{graph} does not match the sha256 its record gives; reinstall gpmask")
-    bundle.manifest["router"] = entry
 
 
 def _export_onnx(model, input_size: tuple[int, int], path: os.PathLike) -> None:

@@ -1,0 +1,151 @@
+"""What this machine has: CPU cores and instruction set, NVIDIA GPU, TensorRT.
+
+Every part that adapts to the machine (a backend choosing its threads, ``auto`` choosing a
+backend and a precision, ``gpmask check``, a benchmark labelling its figures) asks here,
+so that one question has one answer. Nothing here imports torch or a runtime library
+it does not need for the question asked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpmask.bundle.manifest import EngineTarget
+from gpmask.errors import GpmaskError
+
+#: CPU feature flags that decide a precision's speed, as /proc/cpuinfo names them.
+NOTABLE_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                     "amx_tile", "amx_bf16", "amx_int8")
+
+# CUdevice_attribute values of the CUDA driver API (stable across CUDA versions).
+_COMPUTE_CAPABILITY_MAJOR = 75
+_COMPUTE_CAPABILITY_MINOR = 76
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads of one core count once).
+
+    The engines' convolutions gain nothing from a core's second hardware thread and
+    lose to the contention, so inference threads are sized by cores, not logical CPUs.
+    """
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return None
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith(name):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, else the platform's word)."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo, or None where there is none."""
+    flags = _cpuinfo_field("flags")
+    return None if flags is None else frozenset(flags.split())
+
+
+def notable_cpu_flags() -> list[str]:
+    """The flags of :data:`NOTABLE_CPU_FLAGS` this CPU has, for labelling figures."""
+    flags = cpu_flags() or frozenset()
+    return [flag for flag in NOTABLE_CPU_FLAGS if flag in flags]
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """An NVIDIA GPU as TensorRT engines are specific to it."""
+
+    index: int
+    name: str
+    compute_capability: str
+
+
+def gpu(device: int = 0) -> Gpu:
+    """GPU ``device`` through the CUDA driver API, or a :class:`GpmaskError` saying why not.
+
+    The driver library (``libcuda``) is on every machine that can run TensorRT, Jetson
+    included (where ``nvidia-smi`` is not), and needs no CUDA toolkit or runtime.
+    """
+    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
+    try:
+        cuda = ctypes.CDLL(name)
+    except OSError as exc:
+        raise GpmaskError(f"no NVIDIA GPU visible: the CUDA driver ({name}) cannot be loaded "
+                          f"({exc})") from exc
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or not count.value:
+        raise GpmaskError("no NVIDIA GPU visible (the CUDA driver reports no device)")
+    if not 0 <= device < count.value:
+        raise GpmaskError(f"no GPU {device}: the CUDA driver reports {count.value} "
+                          f"device{'s' if count.value != 1 else ''}")
+    handle = ctypes.c_int(0)
+    cuda.cuDeviceGet(ctypes.byref(handle), device)
+    raw_name = ctypes.create_string_buffer(256)
+    cuda.cuDeviceGetName(raw_name, 256, handle)
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    cuda.cuDeviceGetAttribute(ctypes.byref(major), _COMPUTE_CAPABILITY_MAJOR, handle)
+    cuda.cuDeviceGetAttribute(ctypes.byref(minor), _COMPUTE_CAPABILITY_MINOR, handle)
+    return Gpu(device, raw_name.value.decode(errors="replace"), f"{major.value}.{minor.value}")
+
+
+def gpu_problem(device: int = 0) -> str | None:
+    """Why GPU ``device`` cannot be used here, or None when the driver reports it."""
+    try:
+        gpu(device)
+    except GpmaskError as exc:
+        return str(exc)
+    return None
+
+
+@functools.cache
+def tensorrt_problem() -> str | None:
+    """Why ``import tensorrt`` gives no usable TensorRT here, or None when it does.
+
+    ``importlib.util.find_spec`` is not enough: a folder named ``tensorrt`` left by a
+    stubs package, or NVIDIA's placeholder wheel, is found but has no runtime.
+    """
+    try:
+        import tensorrt
+    except Exception as exc:  # ImportError, or OSError for a missing libnvinfer
+        return f"the tensorrt package cannot be imported ({type(exc).__name__}: {exc})"
+    if not isinstance(getattr(tensorrt, "__version__", None), str) \
+            or not hasattr(tensorrt, "Runtime"):
+        where = getattr(tensorrt, "__file__", None) or list(getattr(tensorrt, "__path__", []))
+        return (f"the tensorrt package found at {where} is not NVIDIA's TensorRT (it has no "
+                f"__version__ or Runtime)")
+    return None
+
+
+def tensorrt_target(device: int = 0) -> EngineTarget:
+    """The running TensorRT version and GPU ``device``: what an engine built here is
+    specific to. Raises :class:`GpmaskError` where TensorRT or the GPU is missing."""
+    problem = tensorrt_problem()
+    if problem:
+        raise GpmaskError(f"TensorRT is not usable here: {problem}")
+    import tensorrt
+
+    found = gpu(device)
+    return EngineTarget(tensorrt.__version__, found.name, found.compute_capability)
