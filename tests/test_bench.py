@@ -264,13 +264,39 @@ def test_instruction_limits_measured_or_skipped_with_reasons(monkeypatch) -> Non
     monkeypatch.setattr(instruction_limit, "cpu_flags", lambda: {"fma", "avx2"})
     instruction_limit.instruction_limits.cache_clear()
     bare = instruction_limit.instruction_limits(1, 0.05)
-    assert bare["bf16"].reason == "this CPU lacks avx512_bf16"
+    assert bare["bf16"].reason == "this CPU lacks amx_bf16 or avx512_bf16"
     monkeypatch.setattr(instruction_limit.shutil, "which", lambda name: None)
     instruction_limit.instruction_limits.cache_clear()
     no_compiler = instruction_limit.instruction_limits(1, 0.05)
     assert all(v.reason == "no C compiler (cc or gcc) to build the instruction loop"
                for v in no_compiler.values())
     instruction_limit.instruction_limits.cache_clear()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_amx_tile_loops_build_and_run_their_instruction(precision, tmp_path) -> None:
+    """Where a CPU has AMX its tile instructions are the bf16 and int8 limit; the loop is
+    checked to build into exactly those instructions on any x86 machine with a compiler
+    (it can only run where the CPU has AMX)."""
+    import platform
+    import shutil
+    import subprocess
+
+    from gpmask.bench import instruction_limit
+
+    compiler, objdump = shutil.which("cc") or shutil.which("gcc"), shutil.which("objdump")
+    if platform.machine() != "x86_64" or not compiler or not objdump:
+        pytest.skip("needs an x86_64 machine with a C compiler and objdump")
+    kernel = instruction_limit.KERNELS[precision][0]
+    assert kernel.cpu_flag == f"amx_{precision}"
+    source, binary = tmp_path / "loop.c", tmp_path / "loop"
+    source.write_text(instruction_limit._source(kernel))
+    subprocess.run([compiler, "-O1", "-pthread", *kernel.compiler_flags, str(source), "-o",
+                    str(binary)], check=True, capture_output=True)
+    code = subprocess.run([objdump, "-d", str(binary)], capture_output=True, text=True).stdout
+    name = kernel.instruction.split()[0]
+    assert code.count(f"{name} ") == 4 and "ldtilecfg" in code and "tilerelease" in code
+    assert kernel.ops_per_iteration == 4 * 2 * 16 * 16 * (32 if precision == "bf16" else 64)
 
 
 @pytest.mark.slow
