@@ -239,8 +239,10 @@ def test_instruction_loops_count_their_operations() -> None:
 
     from gpmask.bench.instruction_limit import KERNELS
 
+    # AMX: a 16x16 tile of sums of 32 bf16 (64 u8*s8) products, two ops each
     ops = {"vfmadd231ps %%zmm": 32, "vfmadd231ps %%ymm": 16, "vdpbf16ps %%zmm": 64,
-           "vpdpbusd %%zmm": 128, "{vex} vpdpbusd %%ymm": 64, "vpmaddubsw %%ymm": 64}
+           "vpdpbusd %%zmm": 128, "{vex} vpdpbusd %%ymm": 64, "vpmaddubsw %%ymm": 64,
+           "tdpbf16ps %%tmm": 2 * 16 * 16 * 32, "tdpbusd %%tmm": 2 * 16 * 16 * 64}
     for kernels in KERNELS.values():
         for kernel in kernels:
             counted = sum(len(re.findall(re.escape('"' + mnemonic), kernel.body)) * per
@@ -324,3 +326,24 @@ def test_torch_compile_reference_matches_eager_and_switches_without_recompiling(
         np.testing.assert_allclose(outputs[weather], eager.run(weather, batch), atol=1e-4)
     assert np.abs(outputs["rain"] - outputs["snow"]).max() > 1e-3
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # one for both weathers
+
+
+def test_auto_benchmarks_each_backend_at_the_precision_auto_takes(exported, tmp_path) -> None:
+    """The bench's default: each backend at what ``--precision auto`` takes there, which a
+    calibrated bundle makes its int8 graph; a precision also named is measured once."""
+    import shutil
+
+    from gpmask.calibration.options import CalibrationOptions
+    from gpmask.calibration.pipeline import calibrate_bundle
+
+    bundle = Path(shutil.copytree(exported[0], tmp_path / "bundle"))
+    calibrate_bundle(bundle, "int8-cpu", CalibrationOptions(
+        max_psnr_drop=100, synthetic=2, calibration_size=(32, 32), eval_size=(32, 32)))
+    result = run_benchmark(bundle, backends=["onnxruntime-cpu"], precisions=["auto", "fp32"],
+                           sizes=["32x32"], iters=1, warmup=0, progress=False)
+    # the fp32 target first: it is the quality reference
+    assert [(r["label"], r["auto"]) for r in result["results"]] == [
+        ("onnxruntime-cpu/fp32", False), ("onnxruntime-cpu/int8-cpu", True)]
+    again = run_benchmark(bundle, backends=["onnxruntime-cpu"], precisions=["auto", "int8-cpu"],
+                          sizes=["32x32"], iters=1, warmup=0, progress=False)
+    assert [r["label"] for r in again["results"]] == ["onnxruntime-cpu/int8-cpu"]
