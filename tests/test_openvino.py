@@ -221,6 +221,35 @@ def test_cpu_int8_graphs_run_close_to_fp32(bundle_dir, tmp_path, precision):
     assert np.abs(restored - reference).max() < 0.1
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_compact_and_dense_bundles_give_equal_outputs(bundle_dir, tmp_path, precision):
+    """A compact graph reaches OpenVINO with its weight rebuild folded: the compiled model
+    runs no rebuild operator, and its outputs are the dense bundle's, element for element."""
+    from gpmask.calibration.options import CalibrationOptions
+    from gpmask.calibration.pipeline import calibrate_bundle
+    from gpmask.export.exporter import export_bundle
+
+    dense = export_bundle(make_checkpoint(), tmp_path / "dense", verify=False, progress=False,
+                          layout="dense").root
+    compact = Path(shutil.copytree(bundle_dir, tmp_path / "compact"))
+    assert Bundle.open(compact).graph("rain").layout == "compact"
+    if precision != "fp32":
+        options = CalibrationOptions(synthetic=2, calibration_size=(32, 32), eval_size=(32, 32))
+        for root in (compact, dense):
+            calibrate_bundle(root, precision, options)
+        assert Bundle.open(compact).graph("rain", precision).layout == "compact"
+    frame = RNG.random((1, 3, 24, 40), dtype=np.float32)
+    loaded = [OpenVinoBackend(Bundle.open(root), precision) for root in (compact, dense)]
+    for weather in ("rain", "snow", "common"):
+        outputs = [backend.run(weather, frame).copy() for backend in loaded]
+        np.testing.assert_array_equal(outputs[0], outputs[1])
+    rebuild = {"ScatterElementsUpdate", "CumSum", "Select", "Gather", "Split"}
+    ops = {op.get_rt_info()["layerType"].astype(str) for op in
+           loaded[0].compiled["rain"].get_runtime_model().get_ordered_ops()}
+    assert "Convolution" in ops
+    assert not rebuild & ops, rebuild & ops
+
+
 def test_tampered_graph_is_refused_before_openvino_reads_it(bundle_dir, tmp_path):
     copy = Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
     weights = copy / "weights.bin"

@@ -7,9 +7,12 @@ Loading a bundle here:
 
 - one ``ov.Core`` per process serves every bundle (it holds the plugin and its
   thread pool);
-- each weather's graph is read and compiled once, with the weights read through
-  OpenVINO's memory-mapped external data (the bundle's shared ``weights.bin`` pages
-  are mapped once by the OS, whatever the number of graphs reading them);
+- each weather's graph is read and compiled once. A dense graph's weights are read
+  through OpenVINO's memory-mapped external data (the bundle's shared ``weights.bin``
+  pages are mapped once by the OS, whatever the number of graphs reading them). A
+  compact graph is folded into plain weights first (:func:`gpmask.graph.fold.load_dense`):
+  OpenVINO does not fold the rebuild, and would otherwise redo it in every frame, so the
+  compact layout stays a storage format and costs nothing per frame;
 - each compiled model gets one infer request, and every request is bound to the same
   output buffer; a frame's array is handed to the request without a copy
   (``ov.Tensor(..., shared_memory=True)``). Switching weather is picking another
@@ -38,12 +41,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
+from gpmask.graph.fold import load_dense
 from gpmask.host import physical_cores
 from gpmask.precision import graph_precision
 from gpmask.precision import precision as definition
@@ -142,6 +147,15 @@ OPENVINO_DEFAULTS = CompileSettings(performance_hint=None, threads=None, precisi
                                     release_on_switch=False)
 
 
+def _read_model(path: Path, layout: str) -> Any:
+    """``path``'s graph as OpenVINO reads it: a dense graph from its file (its weights
+    memory-mapped), a compact one with its weight rebuild folded first, since OpenVINO
+    keeps the rebuild's operators in the compiled model and runs them on every frame."""
+    if layout != "compact":
+        return core().read_model(str(path))
+    return core().read_model(load_dense(path).SerializeToString())
+
+
 class OpenVinoBackend(Backend):
     """Every weather of a bundle compiled by OpenVINO for the CPU.
 
@@ -176,7 +190,8 @@ class OpenVinoBackend(Backend):
         verify_files(bundle, external_data_files(
             {w: onnx.load(str(p), load_external_data=False) for w, p in paths.items()}, paths))
         config = self.settings.config(precision)
-        self.compiled = {w: core().compile_model(core().read_model(str(p)), "CPU", config)
+        self.compiled = {w: core().compile_model(_read_model(p, bundle.graph(w, graphs).layout),
+                                                 "CPU", config)
                          for w, p in paths.items()}
         self.requests = {w: model.create_infer_request() for w, model in self.compiled.items()}
         first = self.compiled[self.weathers[0]]
