@@ -14,7 +14,7 @@ import pytest
 from gpmask.bench import run_benchmark
 from gpmask.bench.stats import latency_summary
 from gpmask.errors import GpmaskError
-from gpmask.host import tensorrt_problem
+from gpmask.host import gpu_problem, tensorrt_problem
 from gpmask.sizes import parse_size
 from tests.conftest import make_checkpoint
 
@@ -118,6 +118,22 @@ def test_memory_and_cold_start(report) -> None:
         assert record["cold_start_size"] == SIZES[0]
 
 
+def test_torch_references_are_gpu_targets_where_torch_has_cuda(monkeypatch) -> None:
+    """The torch references run on cuda:0 when torch sees a GPU, and are then measured as
+    GPU targets (device memory read); test_memory_and_cold_start expects no device
+    memory for CPU targets only."""
+    import gpmask.bench.torch_reference as torch_reference
+    from gpmask.bench.measure import target_device
+    from gpmask.bench.targets import Target, reference_specs
+
+    for device, kind in (("cuda:0", "gpu"), ("cpu", "cpu")):
+        monkeypatch.setattr(torch_reference, "torch_device", lambda d=device: d)
+        specs = reference_specs(None, "no checkpoint", 1)
+        assert specs["torch"].device == specs["torch-compile"].device == kind
+        assert target_device(Target(specs["torch"], "fp32")) == device
+        assert specs["openvino-default"].device == "cpu"
+
+
 def test_missing_backends_and_precisions_are_skipped_with_reasons(report, exported) -> None:
     lines = [skip["line"] for skip in report["skipped"]]
     assert f"int8: bundle {exported[0]} has no int8 graphs; run gpmask calibrate " \
@@ -126,8 +142,8 @@ def test_missing_backends_and_precisions_are_skipped_with_reasons(report, export
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         assert "onnxruntime-cuda: this ONNX Runtime has no CUDAExecutionProvider " \
                "(install onnxruntime-gpu)" in lines
-    if tensorrt_problem():
-        assert f"tensorrt: {tensorrt_problem()}" in lines
+    if tensorrt_problem() or gpu_problem(0):  # TensorRT's lean runtime without a GPU too
+        assert f"tensorrt: {tensorrt_problem() or gpu_problem(0)}" in lines
 
 
 def test_torch_skipped_when_bundle_checkpoint_is_not_found(exported, tmp_path) -> None:
