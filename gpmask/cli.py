@@ -34,6 +34,8 @@ VERBS = {
     "run": "run",
     "demo": "demo",
     "bench": "bench",
+    "serve": "serve",
+    "export-triton": "export_triton",
 }
 
 
