@@ -23,7 +23,7 @@ from gpmask.sizes import size_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from gpmask.bundle import GRAPH_PRECISIONS
+    from gpmask.precision import GRAPH_PRECISIONS
     from gpmask.serve.repository import REPOSITORY_BACKENDS
 
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 
-from gpmask.commands.options import add_backend
+from gpmask.commands.options import add_backend, add_precision
 from gpmask.commands.triton_options import add_batching, add_routing, batching, routing
 from gpmask.sizes import size_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from gpmask.bundle import GRAPH_PRECISIONS, HINTED_PRECISIONS
     from gpmask.serve.server import Endpoints
 
     defaults = Endpoints()
@@ -39,10 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"Prometheus metrics port (default {defaults.metrics_port})")
     add_routing(parser)
     add_backend(parser)
-    parser.add_argument("--precision", default="fp32",
-                        help=f"{', '.join(GRAPH_PRECISIONS)} (graphs the bundle has), or "
-                             f"{', '.join(HINTED_PRECISIONS)} (OpenVINO on a CPU with bfloat16) "
-                             "(default fp32)")
+    add_precision(parser)
     add_batching(parser)
     parser.add_argument("--max-size", type=size_argument, metavar="HxW", default=None,
                         help="largest frame a request may hold (default 2160x3840)")
@@ -56,14 +52,13 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import threading
 
-    from gpmask.bundle import Bundle, check_precision
+    from gpmask.bundle import Bundle
     from gpmask.errors import GpmaskError
     from gpmask.fileio import atomic_path, check_outputs
     from gpmask.serve.server import Endpoints
     from gpmask.serve.triton import MAX_SIZE, ServeSettings, serve_bundle
 
     check_outputs([args.log], [args.bundle])
-    check_precision(args.precision)
     bundle = Bundle.open(args.bundle)
     settings = ServeSettings(args.backend, args.precision, *routing(args),
                              max_size=args.max_size or MAX_SIZE, batching=batching(args),
@@ -82,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
         with (atomic_path(args.log) if args.log else _nothing()) as log_path, \
                 (open(log_path, "wb") if log_path else _nothing()) as log, \
                 serve_bundle(bundle, settings, endpoints, log=log) as server:
-            print(f"serving {args.bundle} as model 'gpmask' ({', '.join(server.backend_names)}, "
-                  f"{args.precision}, default weather {default}, {settings.instances} "
-                  f"instance(s), {_describe(settings)})", file=sys.stderr)
+            print(f"serving {args.bundle} as model 'gpmask' ({'; '.join(server.loaded)}, "
+                  f"default weather {default}, {settings.instances} instance(s), "
+                  f"{_describe(settings)})", file=sys.stderr)
             print(f"HTTP {endpoints.http_url}  gRPC {endpoints.grpc_url}  metrics "
                   f"{endpoints.metrics_url}  (Ctrl-C or SIGTERM stops)", file=sys.stderr)
             while not stop.wait(0.5):

@@ -17,7 +17,7 @@ file (and, in the compact layout, rebuild their weights from the common ones), b
 Triton model is loaded, unloaded and copied on its own, its ONNX file must find its
 external data beside it in its version folder, and Triton's backends never share
 weights between models in memory anyway. So each graph is folded into plain weights
-(:func:`gpmask.export.compact.fold_rebuild`; OpenVINO and TensorRT need that too) and
+(:func:`gpmask.graph.fold.load_dense`; OpenVINO and TensorRT need that too) and
 written self-contained: the repository can be moved, mounted or uploaded as it is.
 """
 
@@ -31,9 +31,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from gpmask.bundle import COMMON, GRAPH_PRECISIONS, Bundle
+from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
 from gpmask.fileio import atomic_directory, check_outputs
+from gpmask.precision import GRAPH_PRECISIONS
 from gpmask.serve import protocol
 from gpmask.serve.config import Batching, Tensor, model_config
 from gpmask.serve.triton import MAX_SIZE, frame_tensor, weather_tensor
@@ -80,7 +81,7 @@ def export_repository(
     if precision not in GRAPH_PRECISIONS:
         raise GpmaskError(f"precision {precision!r}: a repository holds graphs or engines; "
                           f"choose one of {', '.join(GRAPH_PRECISIONS)}")
-    networks = [*bundle.weathers, COMMON]
+    networks = bundle.networks
     chosen = _backend(bundle, backend, precision, networks)
     default = ServeSettings(weather=weather).default_weather(bundle)
     graph_batch = _graph_batch(bundle, chosen, precision)
@@ -98,8 +99,8 @@ def export_repository(
             "weathers": bundle.weathers, "default_weather": default, "clear": clear,
             "max_size": list(max_size), "size_multiple": bundle.size_multiple,
             "graph_batch": graph_batch or batching.max_batch,
-            "graph_input": bundle.manifest["input"]["name"],
-            "graph_output": bundle.manifest["output"]["name"], "router": router,
+            "graph_input": bundle.input_spec.name,
+            "graph_output": bundle.output_spec.name, "router": router,
         }
         _routing_model(folder, bundle, settings, batching, instances)
         bar.update()
@@ -110,8 +111,7 @@ def _backend(bundle: Bundle, backend: str, precision: str, networks: list[str]) 
     if backend not in REPOSITORY_BACKENDS:
         raise GpmaskError(f"unknown backend {backend!r}; choose one of "
                           f"{', '.join(REPOSITORY_BACKENDS)}")
-    engines = bundle.manifest.get("engines", {})
-    built = all(precision in engines.get(network, {}) for network in networks)
+    built = set(bundle.engines(precision)) == set(networks)
     if backend == "tensorrt" and not built:
         raise GpmaskError(f"bundle {bundle.root} has no {precision} TensorRT engines for every "
                           f"weather; build them on the target GPU with `gpmask build "
@@ -127,11 +127,10 @@ def _backend(bundle: Bundle, backend: str, precision: str, networks: list[str]) 
 def _graph_batch(bundle: Bundle, backend: str, precision: str) -> int:
     """0 for weather models with a batch dimension, else their fixed batch (1)."""
     if backend == "tensorrt":
-        batches = {record[precision].get("shapes", {}).get("batch", 1)
-                   for record in bundle.manifest["engines"].values() if precision in record}
-        batch = max(batches)
+        batch = max((record.shapes or {}).get("batch", 1)
+                    for record in bundle.engines(precision).values())
     else:
-        batch = (bundle.manifest["input"].get("shape") or [None])[0]
+        batch = bundle.input_spec.shape[0]
         if batch is None:
             return 0
     if batch != 1:
@@ -145,17 +144,16 @@ def _weather_model(folder: Path, bundle: Bundle, network: str, backend: str, pre
                    batching: Batching, graph_batch: int, instances: int) -> None:
     version = folder / network / "1"
     version.mkdir(parents=True)
-    spec_in, spec_out = bundle.manifest["input"], bundle.manifest["output"]
-    shape = list(spec_in.get("shape") or [None, 3, None, None])
-    dims = [-1 if d is None else d for d in shape[1:]]
+    spec_in, spec_out = bundle.input_spec, bundle.output_spec
+    dims = [-1 if d is None else d for d in spec_in.shape[1:]]
     if graph_batch:  # a fixed batch: no batch dimension of Triton's
         dims, batch = [graph_batch, *dims], None
     else:
         batch = batching
     if backend == "tensorrt":
-        bundle.verify([bundle.engine_entry(network, precision)["path"]])
-        shutil.copyfile(bundle.root / bundle.engine_entry(network, precision)["path"],
-                        version / "model.plan")
+        engine = bundle.engine(network, precision).path
+        bundle.verify([engine])
+        shutil.copyfile(bundle.root / engine, version / "model.plan")
         platform, kind = "tensorrt_plan", "KIND_GPU"
     else:
         graph = _folded_graph(bundle, network, precision)
@@ -166,20 +164,16 @@ def _weather_model(folder: Path, bundle: Bundle, network: str, backend: str, pre
             _save_onnx(graph, version / "model.onnx")
             platform, kind = "onnxruntime_onnx", "KIND_AUTO"
     text = model_config(
-        network, platform, [Tensor(spec_in["name"], "TYPE_FP32", dims)],
-        [Tensor(spec_out["name"], "TYPE_FP32", dims)], batch, instances, kind)
+        network, platform, [Tensor(spec_in.name, "TYPE_FP32", dims)],
+        [Tensor(spec_out.name, "TYPE_FP32", dims)], batch, instances, kind)
     (folder / network / "config.pbtxt").write_text(text)
 
 
 def _folded_graph(bundle: Bundle, network: str, precision: str) -> Any:
-    import onnx
+    from gpmask.graph.fold import load_dense
 
-    from gpmask.export.compact import fold_rebuild
-
-    path = bundle.graph_path(network, precision)
-    bundle.verify([path.relative_to(bundle.root).as_posix(),
-                   *[w["path"] for w in bundle.manifest["weights"]]])
-    return fold_rebuild(onnx.load(str(path)))
+    bundle.verify([bundle.graph(network, precision).path, *bundle.weight_files()])
+    return load_dense(bundle.graph_path(network, precision))
 
 
 def _save_onnx(graph: Any, path: Path) -> None:
@@ -205,11 +199,11 @@ def _router_model(folder: Path, bundle: Bundle, instances: int) -> dict[str, Any
     routing model, or None when the bundle has no router."""
     import onnx
 
-    record = bundle.manifest.get("router")
+    record = bundle.router
     if record is None:
         return None
-    bundle.verify([record["path"]])
-    graph = onnx.load(str(bundle.root / record["path"]))
+    bundle.verify([record.path])
+    graph = onnx.load(str(bundle.root / record.path))
     (folder / "router" / "1").mkdir(parents=True)
     _save_onnx(graph, folder / "router" / "1" / "model.onnx")
 
@@ -221,8 +215,8 @@ def _router_model(folder: Path, bundle: Bundle, instances: int) -> dict[str, Any
     (folder / "router" / "config.pbtxt").write_text(model_config(
         "router", "onnxruntime_onnx", [Tensor(graph_in.name, "TYPE_FP32", dims(graph_in))],
         [Tensor(graph_out.name, "TYPE_FP32", dims(graph_out))], None, instances, "KIND_CPU"))
-    return {"input": graph_in.name, "output": graph_out.name, "classes": record["classes"],
-            "input_size": record["input_size"]}
+    return {"input": graph_in.name, "output": graph_out.name, "classes": list(record.classes),
+            "input_size": list(record.input_size)}
 
 
 def _routing_model(folder: Path, bundle: Bundle, settings: dict[str, Any], batching: Batching,

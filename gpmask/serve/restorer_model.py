@@ -42,13 +42,13 @@ class TritonPythonModel(protocol.FrameModel):
         self.clear = settings["clear"]
         self.max_size = tuple(int(v) for v in settings["max_size"].split("x"))
         self.classes = protocol.labels(bundle.weathers)
-        self.router = ClassifierRouter.from_bundle(bundle) if "router" in bundle.manifest \
-            else None
+        self.router = ClassifierRouter.from_bundle(bundle) if bundle.router else None
         self.choices = [*self.classes, protocol.AUTO] if self.router else self.classes
         status = settings.get("status_file")
         if status:  # tells `gpmask serve` which backend the instance loaded
             with open(f"{status}.{args['model_instance_name']}", "w") as file:
-                json.dump({"backend": self.restorer.backend_name}, file)
+                json.dump({"backend": self.restorer.backend_name,
+                           "precision": self.restorer.precision}, file)
 
     def classify(self, frame: np.ndarray) -> str:
         return self.router.classify(np.ascontiguousarray(frame[:, :, ::-1]))  # takes BGR

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import IO
 
 import gpmask
-from gpmask.bundle import Bundle, check_precision
+from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
+from gpmask.precision import AUTO as AUTO_PRECISION
+from gpmask.precision import check_precision
 from gpmask.serve import protocol
 from gpmask.serve.config import Batching, Tensor, model_config
 from gpmask.serve.server import Endpoints, TritonServer
@@ -43,7 +45,7 @@ class ServeSettings:
     weather, what ``clear`` frames get, the largest frame, batching and instances."""
 
     backend: str = "auto"
-    precision: str = "fp32"
+    precision: str = AUTO_PRECISION
     weather: str | None = None
     clear: str = "pass"
     max_size: tuple[int, int] = MAX_SIZE
@@ -54,13 +56,13 @@ class ServeSettings:
         """The weather of a request that names none: ``--weather``, else ``auto`` when
         the bundle has a router, else the bundle's default weather (as ``gpmask run``)."""
         if self.weather is None:
-            return protocol.AUTO if "router" in bundle.manifest else bundle.default_weather
+            return protocol.AUTO if bundle.router else bundle.default_weather
         choices = protocol.labels(bundle.weathers) + [protocol.AUTO]
         if self.weather not in choices:
             raise GpmaskError(f"--weather {self.weather!r}: not one of {', '.join(choices)} "
                               f"(a served request carries no frame index, so there are no "
                               f"schedule files here)")
-        if self.weather == protocol.AUTO and "router" not in bundle.manifest:
+        if self.weather == protocol.AUTO and not bundle.router:
             raise GpmaskError(f"bundle {bundle.root} has no weather router for 'auto'; train "
                               f"one with `gpmask train-router {bundle.root}` or pass "
                               f"--weather NAME")
@@ -70,7 +72,7 @@ class ServeSettings:
 def write_serve_repository(folder: Path, bundle: Bundle, settings: ServeSettings,
                            status_file: Path) -> None:
     """Model ``gpmask`` for ``bundle`` in the (new, empty) repository ``folder``."""
-    check_precision(settings.precision)
+    check_precision(settings.precision, "--precision", allow_auto=True)
     model = folder / protocol.MODEL
     (model / "1").mkdir(parents=True)
     root = str(Path(gpmask.__file__).resolve().parent.parent)
@@ -105,7 +107,7 @@ def serve_bundle(bundle: Bundle | str | os.PathLike, settings: ServeSettings = S
                  endpoints: Endpoints | None = None, log: IO[bytes] | None = None,
                  timeout_s: float = 180.0) -> Iterator[TritonServer]:
     """Serve ``bundle`` on Triton while the block runs; yields the running server, whose
-    ``backend_names`` attribute lists the backend each model instance loaded."""
+    ``loaded`` attribute lists what the model instances loaded (backend, precision)."""
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     with tempfile.TemporaryDirectory(prefix="gpmask-serve-") as workspace:
         repository = Path(workspace) / "models"
@@ -114,8 +116,8 @@ def serve_bundle(bundle: Bundle | str | os.PathLike, settings: ServeSettings = S
         server = TritonServer(repository, endpoints or Endpoints(), log=log)
         server.start(timeout_s)
         try:
-            server.backend_names = sorted({
-                json.loads(path.read_text())["backend"]
+            server.loaded = sorted({
+                "{backend}, {precision}".format(**json.loads(path.read_text()))
                 for path in Path(workspace).glob("instance.*")})
             yield server
         finally:
