@@ -304,3 +304,18 @@ def test_a_port_in_use_is_one_error_line(demo_bundle, capsys) -> None:
     assert code == 2 and err.count("gpmask: error:") == 1, err
     assert "Triton Inference Server stopped while starting" in err
     assert "already in use" in err.lower() or "address in use" in err.lower(), err
+
+
+def test_the_client_example_restores_an_image_file(server, restorer, tmp_path) -> None:
+    frame = np.random.default_rng(5).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(tmp_path / "in.png"), frame[:, :, ::-1])
+    example = Path(__file__).resolve().parent.parent / "examples" / "triton_client.py"
+    for address in (["--url", server.endpoints.http_url], ["--grpc", server.endpoints.grpc_url]):
+        done = subprocess.run([sys.executable, str(example), str(tmp_path / "in.png"), "-o",
+                               str(tmp_path / "out.png"), "--weather", "raindrop", *address],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "restored as raindrop" in done.stdout
+        out = cv2.imread(str(tmp_path / "out.png"))[:, :, ::-1]
+        assert np.abs(out.astype(int) - restorer.restore(frame, "raindrop")).max() <= 1
