@@ -36,6 +36,8 @@ VERBS = {
     "demo": "demo",
     "bench": "bench",
     "check": "check",
+    "serve": "serve",
+    "export-triton": "export_triton",
 }
 
 

@@ -58,3 +58,13 @@ TENSORRT_SKIP_REASON = tensorrt_skip_reason()
 #: Marks a test that builds or runs real TensorRT engines.
 needs_tensorrt = pytest.mark.skipif(TENSORRT_SKIP_REASON is not None,
                                     reason=TENSORRT_SKIP_REASON or "")
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped demo model exported with its router (``auto`` routing works)."""
+    from gpmask.export import export_bundle
+
+    folder = tmp_path_factory.mktemp("demo") / "bundle"
+    export_bundle("demo", folder, verify=False, progress=False)
+    return folder
