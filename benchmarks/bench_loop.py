@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 from gpmask.bench.fixtures import prepared_bundle, restore_rate
-from gpmask.demo.app import make_clip, write_video
+from gpmask.data.clips import make_clip
+from gpmask.demo.app import write_video
 from gpmask.runtime import Restorer
 from gpmask.runtime.backends import BACKENDS
 from gpmask.runtime.loop import run_loop

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from gpmask.bench.fixtures import prepared_bundle, restore_rate
-from gpmask.demo.app import make_clip
+from gpmask.data.clips import make_clip
 from gpmask.runtime import Restorer
 from gpmask.runtime.backends import BACKENDS
 from gpmask.sizes import format_size, parse_size

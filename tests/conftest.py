@@ -68,3 +68,32 @@ def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("demo") / "bundle"
     export_bundle("demo", folder, verify=False, progress=False)
     return folder
+
+
+def manifest_only_bundle(folder: Path, weathers: list[str]) -> Path:
+    """A bundle of a manifest alone: routers read only its weather list and router entry."""
+    import json
+
+    tensor = {"layout": "NCHW", "dtype": "float32"}
+    manifest = {"format_version": 1, "weathers": weathers, "input": {"name": "image", **tensor},
+                "output": {"name": "restored", **tensor}, "graphs": {}, "weights": []}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+#: A router recipe small enough for a test: 32x32 tiles, 2x2 per frame, a narrow network,
+#: 300 steps on 4 crops per (training image, class) of strong synthetic weather.
+SMALL_ROUTER = {"steps": 300, "renders": 4, "heldout_renders": 8, "tile": 32, "grid": (2, 2),
+                "width": 8, "batch_size": 32, "crop_side": (64, 128), "severity": (1.2, 1.6)}
+
+
+@pytest.fixture(scope="session")
+def routed_bundle(tmp_path_factory: pytest.TempPathFactory):
+    """A manifest-only bundle of rain and snow whose router was trained (small recipe) on
+    synthetic weather, and the training report."""
+    from gpmask.router.training import RouterSettings, train_router
+
+    folder = manifest_only_bundle(tmp_path_factory.mktemp("routed"), ["rain", "snow"])
+    report = train_router(folder, RouterSettings(**SMALL_ROUTER), progress=False)
+    return folder, report

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from gpmask.cli import main
+from gpmask.runtime.routing import RoutingPolicy
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="tritonclient is not installed")
@@ -77,7 +78,9 @@ def test_every_config_parses_with_tritons_schema(repositories, backend, platform
     assert settings["router"]["classes"] == ["clear", "rain", "raindrop", "snow"]
     router = _config(repo / "router" / "config.pbtxt")
     assert router.platform == "onnxruntime_onnx" and router.max_batch_size == 0
-    assert list(router.input[0].dims) == [1, 3, *settings["router"]["input_size"]]
+    tiles = settings["router"]["grid"][0] * settings["router"]["grid"][1]
+    assert list(router.input[0].dims) == [tiles, 3, *[settings["router"]["tile"]] * 2]
+    assert settings["router"]["min_confidence"] == RoutingPolicy().min_confidence
 
 
 def test_weather_models_restore_as_the_restorer_does(repositories, demo_bundle):
@@ -109,26 +112,50 @@ def test_weather_models_restore_as_the_restorer_does(repositories, demo_bundle):
 
 
 def test_the_routing_model_routes_as_gpmask_run(repositories, demo_bundle):
-    """The container has no OpenCV: the router's input is downscaled in numpy, within one
-    level of OpenCV's INTER_AREA, and the router model decides as ClassifierRouter does."""
+    """The container has no OpenCV and no gpmask: the routing model cuts the router's tiles
+    and decides with the router_frames.py copied beside it, as ClassifierRouter does on
+    the same frame (a frame the router is unsure of is clear)."""
     import onnxruntime as ort
 
     from gpmask.bundle import Bundle
+    from gpmask.runtime.router_frames import UNSURE
     from gpmask.runtime.routing import ClassifierRouter
-    from gpmask.serve import protocol
 
-    router = ClassifierRouter.from_bundle(Bundle.open(demo_bundle))
+    folder = repositories["onnxruntime"] / "gpmask" / "1"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("exported_model", folder / "model.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+        for name in ("protocol", "router_frames"):
+            sys.modules.pop(name, None)
+    settings = json.loads(_config(repositories["onnxruntime"] / "gpmask" / "config.pbtxt")
+                          .parameters["gpmask"].string_value)
     session = ort.InferenceSession(str(repositories["onnxruntime"] / "router" / "1" /
                                        "model.onnx"), providers=["CPUExecutionProvider"])
+    model = module.TritonPythonModel()
+    model.router = settings["router"]
+    model._infer = lambda name, input_name, output_name, batch: session.run(
+        [output_name], {input_name: batch})[0]  # Triton's BLS call, answered by the same graph
+    router = ClassifierRouter.from_bundle(Bundle.open(demo_bundle))
     rng = np.random.default_rng(3)
-    for height, width in [(96, 96), (192, 256), (120, 200), (480, 640), (97, 195)]:
+    decisions = []
+    for height, width in [(96, 96), (192, 256), (120, 200), (480, 640), (40, 300)]:
         frame = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), np.uint8), (5, 5), 2)
-        ours = protocol.area_resize(frame, (96, 96))
-        theirs = cv2.resize(frame, (96, 96), interpolation=cv2.INTER_AREA)
-        assert np.abs(ours.astype(int) - theirs).max() <= 1
-        logits = session.run(None, {session.get_inputs()[0].name:
-                                    protocol.router_input(frame, (96, 96))})[0]
-        assert router.classes[int(np.argmax(logits[0]))] == router.classify(frame[:, :, ::-1])
+        expected = router.classify(np.ascontiguousarray(frame[:, :, ::-1]))
+        decisions.append(expected)
+        assert model.classify(frame) == ("clear" if expected == UNSURE else expected)
+    from gpmask.data.clips import make_clip  # weather the router knows, not only noise
+
+    clip = make_clip(["rain", "snow"], frames=4, size=(96, 128))
+    for bgr in clip.degraded:
+        expected = router.classify(bgr)
+        decisions.append(expected)
+        assert model.classify(np.ascontiguousarray(bgr[:, :, ::-1])) == (
+            "clear" if expected == UNSURE else expected)
+    assert len(set(decisions)) > 1
 
 
 def test_the_routing_model_file_imports_the_protocol_beside_it(repositories):
@@ -139,10 +166,13 @@ def test_the_routing_model_file_imports_the_protocol_beside_it(repositories):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         assert Path(module.protocol.__file__).resolve() == (folder / "protocol.py").resolve()
+        assert Path(module.router_frames.__file__).resolve() == (
+            folder / "router_frames.py").resolve()
         assert issubclass(module.TritonPythonModel, module.protocol.FrameModel)
     finally:
         sys.path.remove(str(folder))
-        sys.modules.pop("protocol", None)
+        for name in ("protocol", "router_frames"):
+            sys.modules.pop(name, None)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -216,7 +216,8 @@ def test_loop_routing_video_and_demo_clip_import_no_torch() -> None:
     code = (
         "import sys\n"
         "import gpmask.runtime.loop, gpmask.runtime.routing, gpmask.runtime.video\n"
-        "from gpmask.demo.app import make_clip\n"
+        "from gpmask.data.clips import make_clip\n"
+        "import gpmask.demo.app\n"
         "make_clip(['rain', 'snow'], frames=4, size=(32, 32))\n"
         "print(sorted(m for m in ('torch', 'gpmask.masking', 'gpmask.model') "
         "if m in sys.modules))\n"

@@ -24,9 +24,11 @@ so an edge device can load a bundle with numpy alone.
                    "sha256": "...", "tensorrt_version": "10.3.0", "gpu": "...",
                    "compute_capability": "8.7", "shapes": {...}}}},
       "router": {"path": "router.onnx", "sha256": "...", "classes": ["clear", ...],
-                 "input_size": [96, 96],                 # only when a router was trained
-                 "accuracy": 0.6, "accuracy_per_class": {"clear": ..., ...},
-                 "heldout_frames": 64, "training": {...}},  # held-out synthetic accuracy
+                 "input_size": [64, 64], "grid": [3, 4],  # tile side, tiles per frame
+                 "temperature": 1.3,                      # only when a router was trained
+                 "accuracy": 0.95, "accuracy_per_class": {"clear": ..., ...},
+                 "confusion": [[...], ...], "heldout": "...", "heldout_frames": 256,
+                 "report": "reports/router-confusion.png", "training": {...}},
       "checkpoint": {"sha256": "...", "metadata": {...}},   # sha256 null when exported from
                                                            # memory; metadata without "params"
       "versions": {"gpmask": "...", "torch": "...", "onnx": "...", "onnxruntime": "...",
@@ -238,21 +240,24 @@ def _version_numbers(version: str) -> tuple[int, ...] | None:
 
 @dataclass(frozen=True)
 class RouterRecord:
-    """The bundle's weather router: its graph, the classes it tells apart, its input size,
-    and what training recorded about it (``details``: accuracy, settings)."""
+    """The bundle's weather router: its graph, the classes it tells apart, the side of the
+    square tiles it sees (``input_size``), their ``grid`` (rows, cols) per frame, and what
+    training recorded about it (``details``: temperature, held-out accuracy and confusion,
+    settings)."""
 
     path: str
     sha256: str
     classes: tuple[str, ...]
     input_size: tuple[int, int]
+    grid: tuple[int, int]
     details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> RouterRecord:
         details = {k: v for k, v in record.items()
-                   if k not in ("path", "sha256", "classes", "input_size")}
+                   if k not in ("path", "sha256", "classes", "input_size", "grid")}
         return cls(record["path"], record["sha256"], tuple(record["classes"]),
-                   tuple(record["input_size"]), details)
+                   tuple(record["input_size"]), tuple(record["grid"]), details)
 
 
 # ----------------------------------------------------------------- the bundle
@@ -449,15 +454,23 @@ class Bundle:
     # ----------------------------------------------------------------- router
     @property
     def router(self) -> RouterRecord | None:
-        """The weather router's record, or None when the bundle has none."""
+        """The weather router's record, or None when the bundle has none. A router of an
+        earlier gpmask (no tile ``grid``: it saw a downscaled frame) is refused."""
         record = self.manifest.get("router")
-        return RouterRecord.of(record) if record else None
+        if not record:
+            return None
+        if "grid" not in record:
+            raise GpmaskError(f"bundle {self.root}: its router comes from an earlier gpmask (it "
+                              f"sees a downscaled frame, not tiles); train a new one with "
+                              f"`gpmask train-router {self.root}`")
+        return RouterRecord.of(record)
 
     def set_router(self, relative_path: str, classes: list[str], input_size: tuple[int, int],
-                   **details: Any) -> RouterRecord:
+                   grid: tuple[int, int], **details: Any) -> RouterRecord:
         """Record a router graph written inside the bundle (hash computed now)."""
         self.manifest["router"] = self.record_file(
-            relative_path, classes=list(classes), input_size=list(input_size), **details)
+            relative_path, classes=list(classes), input_size=list(input_size), grid=list(grid),
+            **details)
         return RouterRecord.of(self.manifest["router"])
 
     # ----------------------------------------------------------------- weights, export

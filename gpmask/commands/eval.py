@@ -1,4 +1,5 @@
-"""Measure PSNR and SSIM per weather: degraded input, common model, each weather's baked model.
+"""Measure PSNR and SSIM per weather: degraded input, common model, each weather's baked model;
+and how well the weather router routes.
 
 Held-out images only: synthetic weather on scikit-image sample images never used
 in training (default), on --images DIR, or paired folders with --data. Synthetic
@@ -7,9 +8,17 @@ trainer renders (in distribution), and ``heldout``, a rendering family training
 never sees (other drop shapes, streaks and flakes, optics outside the training
 ranges), which shows whether a model generalises beyond its own renderer.
 
+Routing is measured next to restoration, in the same styles, for the router shipped
+with a shipped checkpoint (demo) or the one of --router BUNDLE: accuracy per class and
+the confusion matrix on held-out frames of every class (the router's own decisions),
+and on a clip in which every class follows every other, the frames `gpmask run
+--weather auto` takes to follow each change (its default routing policy), flicker
+between weathers, and frames sent to another weather's network.
+
 examples:
   gpmask eval demo
   gpmask eval demo --style heldout --count 16
+  gpmask eval model.gpmask.safetensors --router bundle/ -o eval.json
   gpmask eval model.gpmask.safetensors --data rain=/data/outdoor_rain:outdoor-rain -o eval.json
 """
 
@@ -55,6 +64,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
              "(heldout), or both, one table each (default both; synthetic only)",
     )
     parser.add_argument(
+        "--router", metavar="BUNDLE",
+        help="measure this bundle's weather router (default: the router shipped with a "
+             "shipped checkpoint; none for other checkpoints; synthetic weather only)",
+    )
+    parser.add_argument(
+        "--routing-count", type=int, default=10, metavar="N",
+        help="routing: held-out frames per held-out image, class and style (default 10)",
+    )
+    parser.add_argument(
         "-o", "--output",
         help="JSON report to write (default: none; the tables go to standard output)",
     )
@@ -97,15 +115,50 @@ STYLE_TITLES = {
 }
 
 
+def _routing(args: argparse.Namespace, weathers: list[str], styles: list[str]) -> dict | None:
+    """The routing report (and its tables printed), or None when there is no router."""
+    from dataclasses import asdict
+
+    from gpmask.router.evaluation import evaluate_routing, router_to_evaluate
+    from gpmask.runtime.routing import RoutingPolicy
+
+    if args.data:
+        return None
+    found = router_to_evaluate(args.checkpoint, weathers, args.router)
+    if found is None:
+        return None
+    path, record = found
+    policy = RoutingPolicy()
+    results = evaluate_routing(path, record, policy, styles=styles,
+                               per_image=args.routing_count, seed=args.seed)
+    print(f"routing by {path} (gpmask run's default policy: min confidence "
+          f"{policy.min_confidence}, switch after {policy.switch_after}, clear after "
+          f"{policy.clear_after}):")
+    for result in results:
+        print(f"{STYLE_TITLES[result.style]}:")
+        print(result.format())
+        print()
+    return {"router": str(path), "policy": asdict(policy),
+            "styles": {r.style: {"frames": asdict(r.frames), "routed": asdict(r.routed),
+                                 "clip": asdict(r.clip)} for r in results}}
+
+
 def run(args: argparse.Namespace) -> int:
     from gpmask.data.paired_folders import data_spec_paths
+    from gpmask.errors import GpmaskError
     from gpmask.fileio import check_file_output, check_outputs, write_text_atomic
     from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
     from gpmask.masking.evaluate import evaluate_checkpoint, format_evaluation
 
+    if args.routing_count < 1:
+        raise GpmaskError(f"--routing-count must be at least 1, got {args.routing_count}")
+    if args.data and args.router:
+        raise GpmaskError("--router: routing is measured on synthetic weather; --data folders "
+                          "hold no clear frames")
+
     if args.output:
         check_outputs([args.output], [resolve_checkpoint(args.checkpoint), args.images,
-                                      *data_spec_paths(args.data)])
+                                      args.router, *data_spec_paths(args.data)])
         check_file_output(args.output)
     checkpoint = MaskedCheckpoint.load(args.checkpoint)
     pairs = _pairs(args, checkpoint.weathers)
@@ -124,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{STYLE_TITLES[style]}:")
         print(format_evaluation(style_results))
         print()
+    routing = _routing(args, checkpoint.weathers, list(pairs))
+    if routing is not None:
+        report["routing"] = routing
     if args.output:
         write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.output}")

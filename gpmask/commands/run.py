@@ -50,11 +50,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--route-every", type=int, default=defaults.every, metavar="K",
                         help=f"auto: classify every K-th frame (default {defaults.every})")
     parser.add_argument("--switch-after", type=int, default=defaults.switch_after, metavar="M",
-                        help="auto: a new weather must win M decisions in a row "
-                             f"(default {defaults.switch_after})")
+                        help="auto: a new weather must win M decisions in a row; its frames "
+                             f"pass through until then (default {defaults.switch_after})")
     parser.add_argument("--clear-after", type=int, default=defaults.clear_after, metavar="M",
                         help="auto: 'clear' must win M decisions in a row to end a weather "
                              f"(default {defaults.clear_after})")
+    parser.add_argument("--min-confidence", type=float, default=defaults.min_confidence,
+                        metavar="P", help="auto: a frame the router gives its weather a "
+                        "calibrated probability under P is passed through (0 to 1; default "
+                        f"{defaults.min_confidence})")
     parser.add_argument("--clear", default="pass", choices=["pass", "common"],
                         help="frames routed to 'clear': pass through, or the common graph "
                              "(default pass)")
@@ -74,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([args.output, args.log], [args.input, args.bundle, schedule])
     bundle = Bundle.open(args.bundle)
     weather = args.weather or ("auto" if bundle.router else bundle.default_weather)
-    policy = RoutingPolicy(args.route_every, args.switch_after, args.clear_after)
+    policy = RoutingPolicy(args.route_every, args.switch_after, args.clear_after,
+                           args.min_confidence)
     router = make_router(weather, bundle, policy)
     restorer = Restorer(bundle, backend=args.backend, precision=args.precision)
     source = open_source(args.input)

@@ -1,13 +1,20 @@
 """Train the weather router (clear + the bundle's weathers) and add it to the bundle.
 
-The router is a small CNN trained on synthetic weather made from scikit-image's
-sample images, exported as BUNDLE/router.onnx and recorded in the manifest with its
-accuracy on held-out synthetic frames (clean images never used in training).
+The router is a small CNN that looks at a grid of full-resolution tiles of each frame.
+It learns from synthetic weather drawn on scikit-image's sample images, or from your
+own frames with --data DIR: one folder per class, named `clear` and after each weather
+of the bundle (e.g. DIR/clear/*.png, DIR/rain/*.jpg, ...), optionally mixed with
+synthetic weather (--synthetic). The last part of each class folder in name order is
+held out (--heldout-fraction); with synthetic weather alone, frames of held-out images
+are. Its confidence is calibrated on the held-out frames, then it is exported as
+BUNDLE/router.onnx and recorded in the manifest with its held-out accuracy per class and
+confusion matrix (printed, and drawn in BUNDLE/reports/router-confusion.png).
 `gpmask run --weather auto` uses it.
 
 examples:
   gpmask train-router bundle/
-  gpmask train-router bundle/ --steps 3000
+  gpmask train-router bundle/ --data my-frames/
+  gpmask train-router bundle/ --data my-frames/ --synthetic --steps 4000
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ from __future__ import annotations
 import argparse
 
 from gpmask.commands.options import add_no_progress
-from gpmask.sizes import format_size, size_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,11 +29,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     defaults = RouterSettings()
     parser.add_argument("bundle", help="bundle folder (from gpmask export)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="your own frames: one folder per class (clear and each weather of "
+                             "the bundle) of images (default: synthetic weather only)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="with --data: also train on synthetic weather")
+    parser.add_argument("--heldout-fraction", type=float, default=defaults.heldout_fraction,
+                        metavar="F", help="with --data: the share of each class folder (its "
+                        f"last files by name) held out to measure the router (default "
+                        f"{defaults.heldout_fraction})")
     parser.add_argument("--steps", type=int, default=defaults.steps,
                         help=f"training steps (default {defaults.steps})")
-    parser.add_argument("--input-size", type=size_argument, default=defaults.input_size,
-                        metavar="HxW", help="size of the downscaled frame the router sees "
-                        f"(default {format_size(defaults.input_size)})")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help=f"seed (default {defaults.seed})")
     add_no_progress(parser)
@@ -35,14 +47,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.errors import GpmaskError
-    from gpmask.router.training import ROUTER_FILE, RouterSettings, train_router
+    from gpmask.router.training import CONFUSION_PICTURE, ROUTER_FILE, RouterSettings, train_router
 
-    if min(args.input_size) < 32:
-        raise GpmaskError(f"--input-size {format_size(args.input_size)}: the router needs at "
-                          f"least 32x32")
-    settings = RouterSettings(steps=args.steps, input_size=args.input_size, seed=args.seed)
-    report = train_router(args.bundle, settings, progress=not args.no_progress)
+    if args.synthetic and not args.data:
+        raise GpmaskError("--synthetic mixes synthetic weather into --data frames; without "
+                          "--data the router learns from synthetic weather alone")
+    settings = RouterSettings(steps=args.steps, seed=args.seed,
+                              heldout_fraction=args.heldout_fraction)
+    report = train_router(args.bundle, settings, data=args.data, synthetic=args.synthetic,
+                          progress=not args.no_progress)
     print(report.format())
-    print(f"wrote {args.bundle.rstrip('/')}/{ROUTER_FILE} ({report.train_frames} training "
-          f"frames, {report.steps} steps, {report.seconds:.0f} s)")
+    bundle = args.bundle.rstrip("/")
+    print(f"wrote {bundle}/{ROUTER_FILE} ({report.train_frames} training frames, "
+          f"{report.steps} steps, {report.seconds:.0f} s) and {bundle}/{CONFUSION_PICTURE}")
     return 0

@@ -1,34 +1,29 @@
 """The demo's clip, run and report: synthetic changing weather in, restored video and figures out.
 
-The clip pans across held-out clean images (never used to train the demo model or
-its router) while the weather changes: rain, then snow, then raindrops, then clear.
-Rain streaks and snow flakes are drawn anew on every frame; drops on the lens stay
-put, as they would on a camera. The loop restores the clip with ``auto`` routing and
-the report compares input and restored frames with the clean ground truth, per
-weather segment, and plots the true and chosen weather and the latency per frame.
+The clip (:func:`gpmask.data.clips.make_clip`) pans across held-out clean images while
+the weather changes: rain, then snow, then raindrops, then clear. The loop restores it
+with ``auto`` routing and the report compares input and restored frames with the clean
+ground truth, per weather segment, and plots the true and chosen weather and the latency
+per frame.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from gpmask.bundle import Bundle
-from gpmask.errors import GpmaskError
+from gpmask.data.clips import Clip, make_clip
 from gpmask.fileio import atomic_path, write_text_atomic
+from gpmask.metrics import switch_lags
 from gpmask.runtime.loop import LoopResult, run_loop
 from gpmask.runtime.routing import CLEAR, make_router
 from gpmask.runtime.video import FrameSink, VideoFileSink, open_source, read_video
 from gpmask.sizes import Size
 
-#: The weather sequence of the demo clip, in order (weathers a bundle lacks are left out).
-DEMO_SEQUENCE = ("rain", "snow", "raindrop", CLEAR)
-#: Weathers whose synthetic pattern is fixed on the lens rather than redrawn each frame.
-STATIC_WEATHERS = ("raindrop",)
 #: The demo's summary file; its presence marks a folder the demo wrote.
 SUMMARY_FILE = "psnr.json"
 #: What an output folder that ``gpmask demo --force`` may replace is (see gpmask.fileio).
@@ -42,69 +37,6 @@ def is_demo_output(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(summary, dict) and {"routing_accuracy", "psnr"} <= set(summary)
-
-
-@dataclass
-class Clip:
-    """Clean and degraded frames (uint8 BGR) and each frame's true weather."""
-
-    clean: list[np.ndarray]
-    degraded: list[np.ndarray]
-    weathers: list[str]
-    fps: float
-
-
-def make_clip(
-    weathers: list[str], frames: int = 96, size: Size = (192, 192), fps: float = 12.0,
-    seed: int = 0,
-) -> Clip:
-    """A clip of ``frames`` frames of ``size`` (height, width) in :data:`DEMO_SEQUENCE` order."""
-    from gpmask.data.clean import sample_images
-    from gpmask.data.synthetic import degrade
-
-    sequence = [w for w in DEMO_SEQUENCE if w == CLEAR or w in weathers]
-    if len(sequence) < 2:
-        raise GpmaskError(
-            f"the demo needs a bundle with at least one of {', '.join(DEMO_SEQUENCE[:-1])}; "
-            f"this one has {', '.join(weathers)}"
-        )
-    if frames < len(sequence):
-        raise GpmaskError(f"--frames must be at least {len(sequence)}, got {frames}")
-    images = sample_images("heldout")
-    clip = Clip([], [], [], fps)
-    for segment, weather in enumerate(sequence):
-        count = frames // len(sequence) + (segment < frames % len(sequence))
-        image = images[segment % len(images)]
-        for step in range(count):
-            clean = _pan(image, step / max(count - 1, 1), size)
-            if weather == CLEAR:
-                degraded = clean
-            else:
-                segment_seed = seed * 100_003 + segment * 1009
-                frame_seed = segment_seed + (0 if weather in STATIC_WEATHERS else step)
-                # One look (haze, wind, flake sizes) per segment; streaks and flakes move.
-                degraded = degrade(clean, weather, seed=frame_seed, look_seed=segment_seed)
-            clip.clean.append(_to_bgr_uint8(clean))
-            clip.degraded.append(_to_bgr_uint8(degraded))
-            clip.weathers.append(weather)
-    return clip
-
-
-def _pan(image: np.ndarray, position: float, size: Size) -> np.ndarray:
-    """A window of ``size``'s aspect, 70% of the largest such window the image holds,
-    moved left to right and resized to ``size``."""
-    height, width = image.shape[:2]
-    aspect = size[1] / size[0]
-    window_h = int(min(height, width / aspect) * 0.7)
-    window_w = int(window_h * aspect)
-    left = int(round((width - window_w) * position))
-    top = (height - window_h) // 2
-    window = image[top : top + window_h, left : left + window_w]
-    return cv2.resize(window, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-
-
-def _to_bgr_uint8(rgb: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)[:, :, ::-1])
 
 
 class KeepingSink(FrameSink):
@@ -180,20 +112,6 @@ def psnr_table(
     return table
 
 
-def switch_lags(true: list[str], chosen: list[str]) -> list[dict]:
-    """For every change of the true weather, the frames until the router followed it."""
-    lags = []
-    for start in range(1, min(len(true), len(chosen))):
-        if true[start] == true[start - 1]:
-            continue
-        end = start
-        while end < len(chosen) and true[end] == true[start] and chosen[end] != true[start]:
-            end += 1
-        lags.append({"frame": start, "from": true[start - 1], "to": true[start],
-                     "frames": end - start})
-    return lags
-
-
 def format_table(table: dict, routing_accuracy: float, lags: list[dict]) -> str:
     """The PSNR table as markdown, with a sentence on each kind of row."""
     lines = [
@@ -218,10 +136,12 @@ def format_table(table: dict, routing_accuracy: float, lags: list[dict]) -> str:
         "it). A row whose weather and route agree is what the restoration network does for "
         f"its own weather; a `{CLEAR}` frame routed to `{CLEAR}` is passed through, so its "
         "gain is 0.",
-        "Rows where the route differs from the true weather are frames the router sent "
-        "elsewhere, nearly all just after the weather changed: the router switches to a new "
-        "weather only after several agreeing decisions (`--switch-after`; to clear sooner, "
-        "`--clear-after`), so the first frames of a new weather still go to the old one.",
+        "Rows where the route differs from the true weather are frames the router did not "
+        f"send to their own weather's network, nearly all just after the weather changed: a "
+        f"new weather takes over only after agreeing decisions (`--switch-after`), and until "
+        f"then its frames are passed through (routed to `{CLEAR}`), as is every frame the "
+        f"router is unsure of (`--min-confidence`), rather than restored by another "
+        f"weather's network.",
         f"Routing: the chosen weather matched the true one on {routing_accuracy:.1%} of frames.",
     ]
     if lags:

@@ -18,8 +18,9 @@ from gpmask.fileio import atomic_path, sha256_file
 #: The router graph's name inside a bundle.
 ROUTER_FILE = "router.onnx"
 #: Routers shipped with a shipped checkpoint (gpmask.masking.checkpoint.SHIPPED_CHECKPOINTS):
-#: name -> the router graph; its manifest record (classes, input size, held-out
-#: accuracy, training settings and the graph's sha256) lies beside it as ``.json``. They
+#: name -> the router graph; its manifest record (classes, tile size and grid,
+#: temperature, held-out accuracy and confusion, training settings and the graph's
+#: sha256) lies beside it as ``.json``. They
 #: are the output of ``gpmask train-router`` with default settings on a bundle of that
 #: checkpoint (router.onnx and the manifest's ``router`` entry), so exporting the shipped
 #: model needs no training before ``--weather auto`` works.
@@ -42,7 +43,8 @@ def attach_router(bundle: Bundle, graph: Path, record: dict) -> None:
     """Copy a trained router graph into ``bundle`` and record it (the manifest is not saved).
 
     ``record`` is a manifest ``router`` entry from another bundle; its sha256 must be the
-    graph's, so a damaged asset is refused here rather than at run time.
+    graph's, so a damaged asset is refused here rather than at run time. The record's
+    confusion picture stays behind with the bundle that drew it.
     """
     target = bundle.root / ROUTER_FILE
     with atomic_path(target, suffix=".onnx") as tmp:
@@ -51,5 +53,6 @@ def attach_router(bundle: Bundle, graph: Path, record: dict) -> None:
         target.unlink()
         raise GpmaskError(f"{graph} does not match the sha256 its record gives; reinstall gpmask")
     details = {k: v for k, v in record.items()
-               if k not in ("path", "sha256", "classes", "input_size")}
-    bundle.set_router(ROUTER_FILE, record["classes"], record["input_size"], **details)
+               if k not in ("path", "sha256", "classes", "input_size", "grid", "report")}
+    bundle.set_router(ROUTER_FILE, record["classes"], record["input_size"], record["grid"],
+                      **details)

@@ -1,16 +1,19 @@
 """A small CNN that tells a frame's weather, for routing frames to the right restorer.
 
-It sees a downscaled frame (e.g. 96x96) and must run in about a millisecond
-beside the restorer, so it is four convolutions (batch-normalised, which lets a few
-hundred steps train it; exported in eval mode the normalisation folds into the
-convolutions) and a linear layer. The first convolution keeps the full resolution
-(thin streaks and drop rims are a pixel or two wide at 96x96; striding it cost about
-13 points of held-out accuracy), the other three halve it. Its
-first layer sees the image and its fine detail (the image minus a 5x5 local mean):
-streaks, flakes and drop rims are fine detail whatever the scene, so the classifier
-learns them from a dozen training images instead of memorising the scenes. Its head
-pools both the mean and the maximum of the last features: snow flakes and raindrop
-rims are sparse bright details that an average alone would wash out.
+It looks at tiles of the frame at full resolution (64x64 by default; see
+:mod:`gpmask.runtime.router_frames`) and must cost little beside the restorer, so it is
+four convolutions (batch-normalised, which lets a few thousand steps train it; exported
+in eval mode the normalisation folds into the convolutions) and a linear layer. The
+first convolution keeps the full resolution (thin streaks and drop rims are a pixel or
+two wide), the other three halve it. Its first layer sees the tile and its fine detail
+(the tile minus a 5x5 local mean): streaks, flakes and drop rims are fine detail
+whatever the scene, so the classifier learns them from a dozen training images instead
+of memorising the scenes. Its head pools both the mean and the maximum of the last
+features: snow flakes and raindrop rims are sparse bright details that an average alone
+would wash out.
+
+:class:`TileRouter` is the graph a bundle ships: it runs the classifier on every tile of
+a frame and pools the tiles into one decision per frame.
 """
 
 from __future__ import annotations
@@ -48,3 +51,24 @@ class WeatherClassifier(nn.Module):
         features = self.features(torch.cat([image, 4.0 * detail], dim=1))
         pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
         return self.head(pooled)
+
+
+class TileRouter(nn.Module):
+    """One frame's logits (1 x classes) from its tiles (N x 3 x T x T): the mean over the
+    tiles of each tile's class log-probabilities, divided by ``temperature``.
+
+    The mean of log-probabilities is a product of the tiles' probabilities: a class
+    that some tiles rule out loses, so one odd tile (a bright highlight taken for a
+    flake) does not decide the frame. Dividing by the temperature fitted on held-out
+    frames makes the softmax of the output a calibrated confidence, which the runtime
+    compares with its ``min_confidence``.
+    """
+
+    def __init__(self, classifier: WeatherClassifier, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.temperature = float(temperature)
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        per_tile = torch.log_softmax(self.classifier(tiles), dim=1)
+        return per_tile.mean(dim=0, keepdim=True) / self.temperature

@@ -2,9 +2,12 @@
 
 A router's :meth:`~Router.route` returns a weather of the bundle, ``common``, or
 :data:`CLEAR` (no weather: the loop passes the frame through or uses the common
-graph). The classifier router decides on a downscaled frame every K frames and
-switches only after a :class:`Hysteresis` of M agreeing decisions, so one odd frame
-never makes the restorer flicker between weathers.
+graph). The classifier router decides on a grid of full-resolution tiles of every K-th
+frame (:mod:`gpmask.runtime.router_frames`) and follows its decisions through a
+:class:`Hysteresis`: a frame goes to a weather's network only when the router is sure of
+that weather and that weather is the one in force or has just won M decisions in a row;
+every other frame is passed through, because the wrong network makes a frame worse than
+no network at all.
 """
 
 from __future__ import annotations
@@ -17,24 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from gpmask.bundle import CLEAR, COMMON, Bundle
+from gpmask.bundle.manifest import RouterRecord
 from gpmask.errors import GpmaskError
+from gpmask.runtime.router_frames import UNSURE, class_probabilities, decide, router_input
 from gpmask.runtime.video import Frame
-
-
-def router_input(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The classifier's input for one BGR frame: 1x3xHxW float32 RGB in [0, 1].
-
-    Shared by training (:mod:`gpmask.router.training`) and run time so both see the
-    same downscaling (area averaging, which keeps thin rain streaks as a texture).
-    """
-    height, width = size
-    small = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
-    rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-    return (rgb.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
 
 
 class Router(ABC):
@@ -198,20 +190,21 @@ def _schedule_bound(value: Any, where: str) -> tuple[float | None, bool]:
 
 
 class Hysteresis:
-    """Holds a choice until a different one wins ``switch_after`` consecutive decisions.
+    """Turns the router's decisions, frame by frame, into the weather each frame gets.
 
-    The first decision is taken at once (there is nothing to hold yet). Switching to
-    :data:`CLEAR` takes ``clear_after`` decisions instead: a weather network run on a
-    clear frame can only make it worse, while a rainy frame passed through loses no
-    more than a clear one would gain, so the router should leave a weather sooner than
-    it enters one.
+    A weather is *in force* once it wins ``switch_after`` decisions in a row
+    (:data:`CLEAR` ends one after ``clear_after``); the very first sure decision is taken
+    at once, as nothing is held yet. A frame goes to the weather in force only when its
+    own decision agrees; a frame whose decision is another class, or :data:`UNSURE`, is
+    passed through (:data:`CLEAR`) until that class wins. So one odd decision on a steady
+    scene costs one frame its restoration, never a run through the wrong network, and
+    right after a change of weather the new weather's frames are passed through, not
+    restored by the old weather's network, until the new weather takes over. An unsure
+    decision says nothing for or against any class: it neither counts for a challenger
+    nor breaks its run.
     """
 
-    def __init__(self, switch_after: int, clear_after: int | None = None) -> None:
-        clear_after = switch_after if clear_after is None else clear_after
-        for name, value in (("switch-after", switch_after), ("clear-after", clear_after)):
-            if value < 1:
-                raise GpmaskError(f"{name} must be at least 1, got {value}")
+    def __init__(self, switch_after: int, clear_after: int) -> None:
         self.switch_after = switch_after
         self.clear_after = clear_after
         self.current: str | None = None
@@ -219,11 +212,13 @@ class Hysteresis:
         self.votes = 0
 
     def update(self, decision: str) -> str:
-        """Feed one decision; return the choice in force after it."""
+        """Feed one decision (a class or :data:`UNSURE`); return the weather for its frame."""
+        if decision == UNSURE:
+            return CLEAR
         if self.current is None or decision == self.current:
             self.current = decision
             self.candidate, self.votes = None, 0
-            return self.current
+            return decision
         if decision == self.candidate:
             self.votes += 1
         else:
@@ -231,26 +226,47 @@ class Hysteresis:
         if self.votes >= (self.clear_after if decision == CLEAR else self.switch_after):
             self.current = decision
             self.candidate, self.votes = None, 0
-        return self.current
+            return decision
+        return CLEAR
 
 
 @dataclass(frozen=True)
 class RoutingPolicy:
-    """How often the classifier decides and how many agreeing decisions make it switch.
+    """How often the classifier decides, how sure it must be, and when it switches.
 
     Attributes:
-        every: decide on every ``every``-th frame; frames between keep the choice.
+        every: decide on every ``every``-th frame; frames between keep the weather.
         switch_after: decisions a new weather must win in a row (see :class:`Hysteresis`).
         clear_after: decisions :data:`CLEAR` must win in a row to end a weather.
+        min_confidence: the calibrated probability under which a decision is
+            :data:`UNSURE` and the frame is passed through (0 never passes a frame for
+            doubt).
     """
 
     every: int = 1
-    switch_after: int = 3
-    clear_after: int = 3
+    switch_after: int = 2
+    clear_after: int = 1
+    min_confidence: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.every < 1:
-            raise GpmaskError(f"route-every must be at least 1, got {self.every}")
+        for name in ("every", "switch_after", "clear_after"):
+            value = getattr(self, name)
+            if value < 1:
+                option = "route-every" if name == "every" else name.replace("_", "-")
+                raise GpmaskError(f"--{option} must be at least 1, got {value}")
+        if not 0 <= self.min_confidence < 1:
+            raise GpmaskError(f"--min-confidence must be at least 0 and below 1, got "
+                              f"{self.min_confidence}")
+
+
+def router_session(path: str | Path):
+    """An ONNX Runtime session of a router graph, on one thread: the network is tiny, and
+    threads would cost more than they save beside the restorer."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class ClassifierRouter(Router):
@@ -259,32 +275,41 @@ class ClassifierRouter(Router):
     Args:
         session: an ``onnxruntime.InferenceSession`` of the classifier.
         classes: class names in output order (``clear`` and weathers).
-        input_size: (height, width) the frame is downscaled to.
-        policy: when to decide and when to switch.
+        tile: side of the square tiles the classifier sees.
+        grid: (rows, cols) of tiles per frame.
+        policy: when to decide, how sure to be, when to switch.
     """
 
     def __init__(
         self,
         session: Any,
         classes: list[str],
-        input_size: tuple[int, int],
+        tile: int,
+        grid: tuple[int, int],
         policy: RoutingPolicy = RoutingPolicy(),
     ) -> None:
         self.session = session
         self.input_name = session.get_inputs()[0].name
         self.classes = classes
-        self.input_size = input_size
-        self.every = policy.every
+        self.tile = tile
+        self.grid = grid
+        self.policy = policy
         self.hysteresis = Hysteresis(policy.switch_after, policy.clear_after)
-        #: the classifier's latest raw decision (before hysteresis), for logs.
+        self.weather = CLEAR
+        #: the classifier's latest decision (a class or UNSURE, before hysteresis), for logs.
         self.last_decision: str | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, record: RouterRecord,
+             policy: RoutingPolicy = RoutingPolicy()) -> ClassifierRouter:
+        """The router graph at ``path`` described by ``record``."""
+        return cls(router_session(path), list(record.classes), record.input_size[0],
+                   record.grid, policy)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, policy: RoutingPolicy = RoutingPolicy()
                     ) -> ClassifierRouter:
         """Load the bundle's router after checking its hash; refuse a bundle without one."""
-        import onnxruntime as ort
-
         entry = bundle.router
         if entry is None:
             raise GpmaskError(
@@ -295,23 +320,28 @@ class ClassifierRouter(Router):
         unknown = [c for c in entry.classes if c not in (CLEAR, *bundle.weathers)]
         if unknown:
             raise GpmaskError(f"bundle router classes {unknown} are not weathers of the bundle")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # a tiny network: threads would cost more than they save
-        session = ort.InferenceSession(
-            str(bundle.root / entry.path), options, providers=["CPUExecutionProvider"]
-        )
-        return cls(session, list(entry.classes), entry.input_size, policy)
+        return cls.load(bundle.root / entry.path, entry, policy)
+
+    def probabilities(self, bgr: np.ndarray) -> np.ndarray:
+        """The calibrated probability of each class for one frame."""
+        tiles = router_input(bgr, self.tile, self.grid)
+        return class_probabilities(self.session.run(None, {self.input_name: tiles})[0][0])
 
     def classify(self, bgr: np.ndarray) -> str:
-        """The classifier's decision for one frame, without hysteresis."""
-        logits = self.session.run(None, {self.input_name: router_input(bgr, self.input_size)})[0]
-        return self.classes[int(np.argmax(logits[0]))]
+        """The classifier's decision for one frame (a class, or :data:`UNSURE` when its
+        top probability is under the policy's ``min_confidence``), without hysteresis."""
+        return decide(self.probabilities(bgr), self.classes, self.policy.min_confidence)
+
+    def step(self, probabilities: np.ndarray) -> str:
+        """The weather for the next decided frame, given its class probabilities."""
+        self.last_decision = decide(probabilities, self.classes, self.policy.min_confidence)
+        self.weather = self.hysteresis.update(self.last_decision)
+        return self.weather
 
     def route(self, frame: Frame) -> str:
-        if frame.index % self.every == 0 or self.hysteresis.current is None:
-            self.last_decision = self.classify(frame.pixels)
-            return self.hysteresis.update(self.last_decision)
-        return self.hysteresis.current
+        if frame.index % self.policy.every == 0 or self.last_decision is None:
+            return self.step(self.probabilities(frame.pixels))
+        return self.weather
 
 
 def make_router(spec: str, bundle: Bundle, policy: RoutingPolicy = RoutingPolicy()) -> Router:

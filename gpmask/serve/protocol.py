@@ -132,40 +132,6 @@ def nchw_to_frames(restored: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.rint(cropped * 255).astype(np.uint8)
 
 
-def area_resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A UINT8 HxWx3 frame shrunk to ``size`` (height, width) by area averaging.
-
-    The router was trained on OpenCV's ``INTER_AREA`` downscaling
-    (:func:`gpmask.runtime.routing.router_input`); the production container has no
-    OpenCV, so this computes the same: each output pixel is the mean of the input area
-    it covers, fractional pixels weighted by their coverage. OpenCV rounds halves up
-    where both ratios are whole numbers and to even elsewhere, in float32; so do these,
-    in float64, which leaves a few pixels one level apart (tests/test_serve_protocol.py).
-    """
-    rows = _area_weights(frame.shape[0], size[0])
-    cols = _area_weights(frame.shape[1], size[1])
-    pixels = np.tensordot(rows, frame.astype(np.float64), axes=(1, 0))  # [out_h, W, 3]
-    pixels = np.einsum("iwc,jw->ijc", pixels, cols, optimize=True)
-    whole = frame.shape[0] % size[0] == 0 and frame.shape[1] % size[1] == 0
-    rounded = np.floor(pixels + 0.5) if whole else np.rint(pixels)
-    return np.clip(rounded, 0, 255).astype(np.uint8)
-
-
-def _area_weights(length: int, out: int) -> np.ndarray:
-    """``[out, length]``: the share of input pixel k in output pixel i's footprint."""
-    scale = length / out
-    starts = np.arange(out)[:, None] * scale
-    edges = np.arange(length)[None, :]
-    overlap = np.minimum(edges + 1, starts + scale) - np.maximum(edges, starts)
-    return np.clip(overlap, 0.0, None) / scale
-
-
-def router_input(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The router's ``1x3xhxw`` float32 input for one UINT8 HxWx3 RGB frame."""
-    small = area_resize(frame, size)
-    return (small.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-
-
 class FrameModel:
     """What both gpmask models do with a batch of requests; they differ in how a frame is
     classified (:meth:`classify`) and how frames of one weather and size are restored

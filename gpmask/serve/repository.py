@@ -3,7 +3,8 @@
 Layout (``gpmask export-triton BUNDLE -o REPO``)::
 
     REPO/
-      gpmask/        config.pbtxt, weathers.txt, 1/model.py, 1/protocol.py  (Python, routing)
+      gpmask/        config.pbtxt, weathers.txt, 1/model.py, 1/protocol.py,
+                     1/router_frames.py                                   (Python, routing)
       router/        config.pbtxt, 1/model.onnx             (only when the bundle has a router)
       rain/ snow/ ... common/   config.pbtxt, 1/model.onnx | 1/model.xml+bin | 1/model.plan
 
@@ -35,6 +36,8 @@ from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
 from gpmask.fileio import atomic_directory, check_outputs
 from gpmask.precision import GRAPH_PRECISIONS
+from gpmask.runtime import router_frames
+from gpmask.runtime.routing import RoutingPolicy
 from gpmask.serve import protocol
 from gpmask.serve.config import Batching, Tensor, model_config
 from gpmask.serve.triton import MAX_SIZE, frame_tensor, weather_tensor
@@ -216,7 +219,8 @@ def _router_model(folder: Path, bundle: Bundle, instances: int) -> dict[str, Any
         "router", "onnxruntime_onnx", [Tensor(graph_in.name, "TYPE_FP32", dims(graph_in))],
         [Tensor(graph_out.name, "TYPE_FP32", dims(graph_out))], None, instances, "KIND_CPU"))
     return {"input": graph_in.name, "output": graph_out.name, "classes": list(record.classes),
-            "input_size": list(record.input_size)}
+            "tile": record.input_size[0], "grid": list(record.grid),
+            "min_confidence": RoutingPolicy().min_confidence}
 
 
 def _routing_model(folder: Path, bundle: Bundle, settings: dict[str, Any], batching: Batching,
@@ -226,6 +230,7 @@ def _routing_model(folder: Path, bundle: Bundle, settings: dict[str, Any], batch
     here = Path(__file__).parent
     shutil.copyfile(here / "routing_model.py", model / "1" / "model.py")
     shutil.copyfile(here / "protocol.py", model / "1" / "protocol.py")
+    shutil.copyfile(Path(router_frames.__file__), model / "1" / "router_frames.py")
     classes = protocol.labels(bundle.weathers)
     (model / protocol.LABELS_FILE).write_text("\n".join(classes) + "\n")
     (model / "config.pbtxt").write_text(model_config(

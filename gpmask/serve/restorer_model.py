@@ -7,8 +7,9 @@ errors are :class:`~gpmask.serve.protocol.FrameModel`'s.
 
 ``auto`` classifies each frame on its own with the bundle's router
 (:meth:`~gpmask.runtime.routing.ClassifierRouter.classify`, the decision ``gpmask run``
-takes): requests carry no stream, so there is no hysteresis to apply; a client that
-wants one routes on its side and sends the weather.
+takes; a frame the router is unsure of is ``clear``): requests carry no stream, so there
+is no hysteresis to apply; a client that wants one routes on its side and sends the
+weather.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ class TritonPythonModel(protocol.FrameModel):
                            "precision": self.restorer.precision}, file)
 
     def classify(self, frame: np.ndarray) -> str:
-        return self.router.classify(np.ascontiguousarray(frame[:, :, ::-1]))  # takes BGR
+        from gpmask.runtime.router_frames import UNSURE
+
+        decision = self.router.classify(np.ascontiguousarray(frame[:, :, ::-1]))  # takes BGR
+        return protocol.CLEAR if decision == UNSURE else decision
 
     def restore(self, network: str, frames: np.ndarray) -> np.ndarray:
         from gpmask.errors import GpmaskError

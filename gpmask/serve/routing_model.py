@@ -10,7 +10,8 @@ weather's model, and turns the result back into frames. Batching, grouping and e
 are :class:`FrameModel`'s, shared with ``gpmask serve``.
 
 The container has neither gpmask nor OpenCV: this file is copied into the repository as
-``model.py`` beside ``protocol.py``, and needs numpy and the two of them only.
+``model.py`` beside ``protocol.py`` and ``router_frames.py`` (the router's input and
+decision, :mod:`gpmask.runtime.router_frames`), and needs numpy and the three of them only.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import json
 
 import numpy as np
 
-try:  # in a model repository, protocol.py lies beside this file
+try:  # in a model repository, protocol.py and router_frames.py lie beside this file
     import protocol
+    import router_frames
 except ImportError:  # imported from the gpmask package
+    from gpmask.runtime import router_frames
     from gpmask.serve import protocol
 
 try:  # present inside Triton's Python backend only
@@ -48,10 +51,14 @@ class TritonPythonModel(protocol.FrameModel):
         self.input, self.output = settings["graph_input"], settings["graph_output"]
 
     def classify(self, frame: np.ndarray) -> str:
+        """The router's class for the frame; ``clear`` (passed through) when it is unsure."""
         router = self.router
-        logits = self._infer("router", router["input"], router["output"],
-                             protocol.router_input(frame, tuple(router["input_size"])))
-        return router["classes"][int(np.argmax(logits[0]))]
+        tiles = router_frames.router_input(frame, router["tile"], tuple(router["grid"]),
+                                           bgr=False)
+        logits = self._infer("router", router["input"], router["output"], tiles)
+        decision = router_frames.decide(router_frames.class_probabilities(logits[0]),
+                                        router["classes"], router["min_confidence"])
+        return protocol.CLEAR if decision == router_frames.UNSURE else decision
 
     def restore(self, network: str, frames: np.ndarray) -> np.ndarray:
         height, width = frames.shape[1:3]
