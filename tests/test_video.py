@@ -190,9 +190,15 @@ def test_side_by_side_puts_input_left_and_captions_each_half() -> None:
         assert 6 <= band <= 24
         np.testing.assert_array_equal(half[band:], original[band:])
         # the band darkens the picture to 35 % (at most 89 here); the text is white on it
-        text = half[:band] > (original[:band] * 0.35).astype(np.uint8) + 1
-        assert text.any(axis=2).mean() > 0.02
-        assert (original[:band] * 0.35).max() < 90 and half[:band].max() >= 200
+        darkened = (original[:band] * 0.35).astype(np.uint8)
+        text = (half[:band] > darkened + 1).any(axis=2)
+        assert text.mean() > 0.02
+        assert darkened.max() < 90
+        # readable: the text stands out from the band. How bright anti-aliased strokes of
+        # a one-pixel font get depends on OpenCV's rasteriser (its SIMD path differs by
+        # CPU), so the check is a contrast, not a pixel value.
+        brightness = half[:band].max(axis=2)
+        assert np.percentile(brightness[text], 90) >= brightness[~text].max() + 50
     other = side_by_side(left, right, "input", "restored: rain, 3.0 ms")
     assert not np.array_equal(other[:, 64:], both[:, 64:])
     np.testing.assert_array_equal(other[:, :64], both[:, :64])
