@@ -101,6 +101,7 @@ MANIFEST_SCHEMA: dict[str, Any] = _object(
     "a JSON object",
     {
         "format_version": _integer(1, "a positive integer"),
+        "id": _string("a bundle id of 32 lowercase hex digits", pattern="^[0-9a-f]{32}$"),
         "weathers": {"type": "array", "items": _WEATHER, "minItems": 1, "uniqueItems": True,
                      "description": "an array of strings (distinct weather names, at least "
                                     "one)"},

@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gpmask.commands.options import add_backend, add_no_progress, add_precision
+from gpmask.commands.options import add_backend, add_no_progress, add_precision, path_argument
 from gpmask.sizes import format_size, size_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", default="gpmask-demo",
+    parser.add_argument("-o", "--output", type=path_argument, default="gpmask-demo",
                         help="output folder (default gpmask-demo)")
-    parser.add_argument("--bundle",
+    parser.add_argument("--bundle", type=path_argument,
                         help="bundle with a router (default: export the shipped demo model)")
     parser.add_argument("--frames", type=int, default=96, help="clip length (default 96)")
     parser.add_argument("--size", type=size_argument, default=(192, 192), metavar="HxW",
@@ -46,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
     if min(args.size) < 32:
         raise GpmaskError(f"--size {format_size(args.size)}: the demo needs frames of at "
                           f"least 32x32")
+    if args.size[0] % 2 or args.size[1] % 2:
+        raise GpmaskError(f"--size {format_size(args.size)}: the demo writes videos, whose "
+                          f"height and width must be even")
+    if args.frames < 1:
+        raise GpmaskError(f"--frames must be at least 1, got {args.frames}")
     output = Path(args.output)
     check_outputs([output], [args.bundle])
     progress = not args.no_progress

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from gpmask.commands.options import add_no_progress
+from gpmask.commands.options import add_no_progress, path_argument
 from gpmask.sizes import format_size, size_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint file or 'demo'")
+    parser.add_argument("checkpoint", type=path_argument, help="checkpoint file or 'demo'")
     parser.add_argument(
         "--data",
         action="append",
@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="paired folder for one weather (repeat)",
     )
     parser.add_argument(
-        "--images",
+        "--images", type=path_argument,
         help="folder of clean held-out images for synthetic weather (default: the held-out "
              "scikit-image samples)",
     )
@@ -55,7 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
              "(heldout), or both, one table each (default both; synthetic only)",
     )
     parser.add_argument(
-        "-o", "--output",
+        "-o", "--output", type=path_argument,
         help="JSON report to write (default: none; the tables go to standard output)",
     )
     add_no_progress(parser)
@@ -89,6 +89,8 @@ def _pairs(args: argparse.Namespace, weathers: list[str]) -> dict[str, dict]:
     }
 
 
+#: The smallest synthetic image side eval measures.
+MIN_SIDE = 32
 #: What each style's table is headed with.
 STYLE_TITLES = {
     "train": "synthetic weather, training style (in distribution)",
@@ -99,6 +101,13 @@ STYLE_TITLES = {
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.data.paired_folders import data_spec_paths
+    from gpmask.errors import GpmaskError
+
+    if args.count < 1:
+        raise GpmaskError(f"--count must be at least 1, got {args.count}")
+    if min(args.size) < MIN_SIDE:
+        raise GpmaskError(f"--size {format_size(args.size)}: eval needs images of at least "
+                          f"{MIN_SIDE}x{MIN_SIDE} (SSIM's window and the network's levels)")
     from gpmask.fileio import check_file_output, check_outputs, write_text_atomic
     from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
     from gpmask.masking.evaluate import evaluate_checkpoint, format_evaluation

@@ -13,8 +13,9 @@ examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from gpmask.commands.options import add_no_progress
+from gpmask.commands.options import add_no_progress, path_argument
 from gpmask.sizes import format_size, size_argument
 
 
@@ -22,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.router.training import RouterSettings
 
     defaults = RouterSettings()
-    parser.add_argument("bundle", help="bundle folder (from gpmask export)")
+    parser.add_argument("bundle", type=path_argument, help="bundle folder (from gpmask export)")
     parser.add_argument("--steps", type=int, default=defaults.steps,
                         help=f"training steps (default {defaults.steps})")
     parser.add_argument("--input-size", type=size_argument, default=defaults.input_size,
@@ -34,12 +35,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gpmask.data.clean import SAMPLE_MAX_SIDE
     from gpmask.errors import GpmaskError
+    from gpmask.fileio import check_file_output
     from gpmask.router.training import ROUTER_FILE, RouterSettings, train_router
 
-    if min(args.input_size) < 32:
+    # Training crops come from images of at most SAMPLE_MAX_SIDE pixels: a larger input
+    # only upsamples them, and the example pool, held in memory, grows with its square.
+    if min(args.input_size) < 32 or max(args.input_size) > SAMPLE_MAX_SIDE:
         raise GpmaskError(f"--input-size {format_size(args.input_size)}: the router needs at "
-                          f"least 32x32")
+                          f"least 32x32 and at most {SAMPLE_MAX_SIDE}x{SAMPLE_MAX_SIDE} (it "
+                          f"sees a downscaled frame; its training crops are smaller than "
+                          f"that, and its example pool, held in memory, grows with the "
+                          f"square of the side)")
+    if Path(args.bundle).is_dir():  # a bundle it cannot write is refused before training
+        check_file_output(Path(args.bundle) / ROUTER_FILE)
     settings = RouterSettings(steps=args.steps, input_size=args.input_size, seed=args.seed)
     report = train_router(args.bundle, settings, progress=not args.no_progress)
     print(report.format())
