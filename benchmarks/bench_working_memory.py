@@ -52,8 +52,8 @@ def child(bundle: str, backend: str, height: int, width: int) -> dict[str, float
 
 def main() -> None:
     from gpmask.bench.fixtures import prepared_bundle, random_checkpoint
+    from gpmask.graph.memory import RUNTIME_FACTOR
     from gpmask.host import notable_cpu_flags
-    from gpmask.runtime.memory import RUNTIME_FACTOR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", default="tiny,msunet,ggpm-unet")

@@ -98,6 +98,21 @@ def available_memory() -> int | None:
     return min(limits) if limits else None
 
 
+def format_gib(count: float) -> str:
+    """Bytes as GiB (MiB below one GiB), for messages about memory."""
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def check_memory(need: float, what: str, advice: str, available: int | None = None) -> None:
+    """Refuse work that needs ``need`` bytes when less memory is available (now, unless
+    ``available`` is given): left to run, it would grow until the kernel kills the process
+    or a library fails deep inside. ``what`` says what needs it, ``advice`` what to do."""
+    available = available_memory() if available is None else available
+    if available is not None and need > available:
+        raise GpmaskError(f"{what} needs about {format_gib(need)} of memory, and "
+                          f"{format_gib(available)} is available; {advice}")
+
+
 @dataclass(frozen=True)
 class Gpu:
     """An NVIDIA GPU as TensorRT engines are specific to it."""

@@ -339,6 +339,32 @@ def deep_image(tmp: Path, mp: pytest.MonkeyPatch) -> None:
     write(tmp / "deep.png", cv2.imencode(".png", pixels)[1].tobytes())
 
 
+def junk_calibration_cache(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """An earlier int8 calibration whose cached ranges were then damaged."""
+    from gpmask.calibration.options import CalibrationOptions
+    from gpmask.calibration.pipeline import calibrate_bundle
+
+    calibrate_bundle(tmp / "bundle", "int8", CalibrationOptions(
+        synthetic=2, calibration_size=(32, 32), eval_size=(32, 32), progress=False))
+    for cache in (tmp / "bundle" / "calibration").iterdir():
+        cache.write_text("{cut short")
+
+
+def replace_router_graph(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """A restoration graph where the router was (hash updated): a graph, not a router."""
+    with_router()(tmp, mp)
+    shutil.copy(tmp / "bundle" / "common.onnx", tmp / "bundle" / "router.onnx")
+    rehash(tmp / "bundle")
+
+
+def manifest_input(**changes) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    def setup(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+        spec = json.loads((tmp / "bundle" / "manifest.json").read_text())["input"]
+        edit_manifest(tmp / "bundle", input={**spec, **changes})
+
+    return setup
+
+
 # ----------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Case:
@@ -527,7 +553,7 @@ CASES = [
              lambda tmp, mp: interrupt_after(3, "gpmask.runtime.restorer:Restorer.restore", mp)),
          output="out.partial.avi", code=130),
     Case("run-failing-input-keeps-the-complete-output", RUN + " -i {tmp}/cut.avi -o "
-         "{tmp}/out.avi", r"truncated or damaged video: .* were kept in .*out.partial.avi",
+         "{tmp}/out.avi", r"truncated or damaged video: .* (were|was) kept in .*out.partial.avi",
          complete_output_then(lambda tmp, mp: write(
              tmp / "cut.avi", (tmp / "clip.avi").read_bytes()[:6000])),
          output="out.partial.avi"),
@@ -553,13 +579,13 @@ CASES = [
                           write(tmp / "restored" / "notes.txt", "mine"))),
     # --- finding 5: frames and sizes beyond the memory there is are refused up front
     Case("run-frame-beyond-memory", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi",
-         r"^frame 0: (openvino|onnxruntime-cpu): a 24x32 frame needs about .* of working "
-         r"memory \(\d+ bytes per pixel, estimated from .*network\), and .* is available; "
-         r"frames up to about \d+x\d+ pixels \(.* megapixels\) fit here: resize the frames, or "
-         r"restore them in tiles$", memory_available(100_000)),
+         r"^frame 0: (openvino|onnxruntime-cpu): a 24x32 frame \(\d+ bytes per pixel of "
+         r"working memory, estimated from .*network\) needs about .* of memory, and .* is "
+         r"available; frames up to about \d+x\d+ pixels \(.* megapixels\) fit here: resize the "
+         r"frames, or restore them in tiles$", memory_available(100_000)),
     Case("bench-size-beyond-memory", "bench {tmp}/bundle --sizes 100000x100000 -o {tmp}/b "
-         "--no-progress", r"^--sizes: a 100000x100000 frame needs about .* GiB of working "
-         r"memory"),
+         "--no-progress", r"^--sizes: a 100000x100000 frame \(\d+ bytes per pixel of working "
+         r"memory, .*\) needs about .* GiB of memory"),
     Case("train-router-input-size-beyond", "train-router {tmp}/bundle --input-size 5000x5000 "
          "--no-progress", r"--input-size 5000x5000: the router needs at least 32x32 and at "
          r"most 512x512", must_not_run("gpmask.router.training:train_router")),
@@ -661,6 +687,75 @@ CASES = [
          r"out.avi: the input has 16-bit pixels and videos store 8 bits", deep_image),
     Case("run-video-to-an-image", RUN + " -i {tmp}/clip.avi -o {tmp}/out.png",
          r"out.png: an image output takes one image as input"),
+    # --- found by the second sweep (issue 19's closing note)
+    Case("run-switch-after-zero-with-a-fixed-weather", RUN + " -i {tmp}/clip.avi -o "
+         "{tmp}/out.avi --switch-after 0", r"--switch-after must be at least 1, got 0"),
+    Case("run-log-in-a-missing-folder", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi --log "
+         "{tmp}/none/log.csv", r"cannot write .*none/log.csv: folder .*none does not exist"),
+    Case("run-hidden-resource-forks-in-a-folder", RUN + " -i {tmp}/frames -o {tmp}/restored",
+         "", lambda tmp, mp: write(tmp / "frames" / "._img0.png", b"\0\5\x16\7 a Mac's fork"),
+         output="restored", code=0),
+    Case("eval-seed-negative", "eval {tmp}/" + CHECKPOINT + " --seed -1 --count 1 "
+         "--no-progress", r"--seed must be >= 0, got -1"),
+    Case("eval-size-beyond-memory", "eval {tmp}/" + CHECKPOINT + " --size 40000x40000 --count 1 "
+         "--no-progress", r"--size 40000x40000 --count 1: .* needs about .* GiB of memory, and "
+         r".* is available; lower --size or --count"),
+    Case("eval-count-beyond-memory", "eval {tmp}/" + CHECKPOINT + " --count 100000000 "
+         "--no-progress", r"--count 100000000: .* needs about .* of memory",
+         must_not_run("gpmask.data.sources:SyntheticPairs.eval_pairs")),
+    Case("train-seed-negative", "train --preset demo -o {tmp}/t.gpmask.safetensors --seed -1 "
+         "--no-progress", r"--seed must be >= 0, got -1",
+         must_not_run("gpmask.masking.trainer:Trainer.run")),
+    Case("train-batch-beyond-memory", "train --preset demo -o {tmp}/t.gpmask.safetensors "
+         "--batch-size 10000000 --no-progress", r"a training step of 30000000 crops of 64x64 "
+         r"\(\d+ bytes per pixel kept for backward, measured on tiny\) needs about .* GiB of "
+         r"memory, .*; lower --batch-size or --crop",
+         must_not_run("gpmask.masking.trainer:Trainer.run")),
+    Case("train-router-seed-negative", "train-router {tmp}/bundle --seed -1 --no-progress",
+         r"--seed must be >= 0, got -1", must_not_run("gpmask.router.training:train_router")),
+    Case("bench-checkpoint-of-another-network", "bench {tmp}/bundle --backends torch "
+         "--checkpoint demo --sizes 32x32 -o {tmp}/b --no-progress",
+         r"checkpoint .*demo.gpmask.safetensors is not the one bundle .* was exported from "
+         r"\(its network is \{'arch': 'tiny'"),
+    Case("bench-output-a-users-folder", "bench {tmp}/bundle --backends onnxruntime-cpu "
+         "--precisions fp32 --sizes 32x32 --iters 1 --warmup 0 -o {tmp}/mine --no-progress",
+         r"mine is not an earlier bench report \(it holds bench.md\)",
+         lambda tmp, mp: write(tmp / "mine" / "bench.md", "my own notes")),
+    Case("demo-frames-beyond-memory", "demo --bundle {tmp}/bundle -o {tmp}/demo --frames "
+         "100000000 --no-progress", r"--frames 100000000 --size 192x192: .* needs about .* of "
+         r"memory", must_not_run("gpmask.demo.app:make_clip")),
+    Case("demo-size-beyond-memory", "demo -o {tmp}/demo --size 40000x40000 --no-progress",
+         r"--frames 96 --size 40000x40000: .* needs about .* of memory",
+         must_not_run("gpmask.demo.app:make_clip")),
+    Case("export-verifying-a-size-beyond-memory", "export {tmp}/" + CHECKPOINT + " -o "
+         "{tmp}/out --size 40000x40000 --no-progress", r"verifying the graphs at "
+         r"1x3x40000x40000 needs about .* of memory, .*; export with --no-verify",
+         must_not_run("gpmask.export.exporter:trace_graph")),
+    Case("calibrate-data-missing-a-weather", "calibrate {tmp}/bundle --precision int8 --data "
+         "{tmp}/cal --no-progress", r"calibration folder .*cal/raindrop does not exist",
+         lambda tmp, mp: [write(tmp / "cal" / "rain" / f"{i}.png", (tmp / "frames" /
+                                f"img{i}.png").read_bytes()) for i in range(3)]),
+    Case("calibrate-eval-size-beyond-the-images", "calibrate {tmp}/bundle --precision fp16 "
+         "--eval-size 4000x4000 --no-progress", r"--eval-size 4000x4000: the held-out images "
+         r"are \d+x\d+ at the smallest"),
+    Case("calibrate-damaged-cache", "calibrate {tmp}/bundle --precision int8 --synthetic 2 "
+         "--calibration-size 32x32 --eval-size 32x32 --no-progress", "",
+         junk_calibration_cache, output="bundle", code=0),
+    Case("calibrate-damaged-report", "calibrate {tmp}/bundle --precision fp16 --eval-size "
+         "32x32 --no-progress", "",
+         lambda tmp, mp: write(tmp / "bundle" / "reports" / "calibration.json", "[1,"),
+         output="bundle", code=0),
+    Case("run-router-replaced-by-a-restoration-graph", RUN.replace("rain", "auto")
+         + " -i {tmp}/clip.avi -o {tmp}/out.avi", r"bundle file router.onnx is not a router",
+         replace_router_graph),
+    Case("run-manifest-input-dtype", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi",
+         r"'input.dtype' must be 'float32'", manifest_input(dtype="float16")),
+    Case("run-manifest-input-range", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi",
+         r"'input.range' must be \[0, 1\]", manifest_input(range=[0, 255])),
+    Case("run-manifest-input-color", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi",
+         r"'input.color' must be 'RGB'", manifest_input(color="BGR")),
+    Case("run-manifest-input-layout", RUN + " -i {tmp}/clip.avi -o {tmp}/out.avi",
+         r"'input.layout' must be 'NCHW'", manifest_input(layout="NHWC")),
     # --- cases that already behaved well
     Case("export-truncated-checkpoint", "export {tmp}/" + CHECKPOINT + " -o {tmp}/out",
          r"model.gpmask.safetensors is not a readable safetensors file",
@@ -708,8 +803,8 @@ CASES = [
          r"bundle file common.onnx does not match its manifest sha256",
          lambda tmp, mp: flip_byte(tmp / "bundle" / "common.onnx")),
     Case("run-truncated-video", RUN + " -i {tmp}/cut.avi -o {tmp}/out.avi",
-         r"cut.avi: truncated or damaged video: decoded \d of the 6 frames .* \(\d frames "
-         r"done were kept in .*out.partial.avi; .*out.avi was left as it was\)",
+         r"cut.avi: truncated or damaged video: decoded \d of the 6 frames .* \(\d frames? "
+         r"done (were|was) kept in .*out.partial.avi; .*out.avi was left as it was\)",
          lambda tmp, mp: write(tmp / "cut.avi", (tmp / "clip.avi").read_bytes()[:6000]),
          output="out.partial.avi"),
     Case("run-empty-video", RUN + " -i {tmp}/empty.avi -o {tmp}/out.avi",
@@ -952,7 +1047,9 @@ sys.exit(main(sys.argv[5:]))
     ("calibrate {tmp}/bundle --precision int8 --synthetic 2 --calibration-size 32x32 "
      "--eval-size 32x32 --no-progress",
      "onnxruntime.capi.onnxruntime_inference_collection:InferenceSession.run", 1, "temp", None),
-], ids=["run", "export", "calibrate"])
+    (RUN + " -i {tmp}/frames -o {tmp}/restored", "gpmask.fileio:install_folder", 1, "any",
+     None),
+], ids=["run", "export", "calibrate", "run-at-its-last-rename"])
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
 def test_sigterm_unwinds_like_ctrl_c(assets: Path, tmp_path: Path, argv: str, target: str,
                                      at: int, when: str, kept: str | None, name: str) -> None:

@@ -42,7 +42,7 @@ from gpmask.bench.measure import (
 )
 from gpmask.bench.targets import Target, plan_targets, reference_specs
 from gpmask.bench.torch_reference import reference_checkpoint
-from gpmask.bundle import COMMON, Bundle
+from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
 from gpmask.metrics import psnr
 from gpmask.precision import NAMES, check_precision
@@ -65,13 +65,9 @@ DEFAULT_SIZES = ("256x256", "480x854", "720x1280")
 
 def _check_sizes_fit(bundle: Bundle, sizes: dict[str, tuple[int, int]]) -> None:
     """Refuse, before any target loads, a size whose frames this machine cannot hold."""
-    import onnx
-
     from gpmask.runtime.memory import WorkingMemory
 
-    memory = WorkingMemory.of_graph(onnx.load(bundle.graph_path(COMMON),
-                                              load_external_data=False),
-                                    f"{bundle.root}'s network")
+    memory = WorkingMemory.of_bundle(bundle)
     for size in sizes.values():
         memory.check(padded_size(*size, bundle.size_multiple), "--sizes")
 

@@ -157,19 +157,24 @@ def check_router(root: Path, record: Mapping[str, Any]) -> None:
             f"bundle file {path} was trained for the classes {json.loads(stamped)} (in that "
             f"order), but the manifest lists {classes}; train the router again with "
             f"`gpmask train-router`")
-    image = model.graph.input[0].type.tensor_type.shape.dim
+    again = "train the router again with `gpmask train-router`"
+    inputs, outputs = _io_names(model)
+    if len(inputs) != 1 or not outputs:
+        raise GpmaskError(f"bundle file {path} is not a router (it takes {inputs}); {again}")
+    image = next(i for i in model.graph.input if i.name == inputs[0]).type.tensor_type.shape.dim
     logits = model.graph.output[0].type.tensor_type.shape.dim
     size = [d.dim_value or None for d in image][2:]
-    if len(size) == 2 and None not in size and size != list(record["input_size"]):
+    if len(image) != 4 or len(logits) != 2:
+        raise GpmaskError(f"bundle file {path} is not a router (a router takes one NCHW "
+                          f"image and gives one row of class scores); {again}")
+    if None not in size and size != list(record["input_size"]):
         raise GpmaskError(
             f"manifest.json: router input_size {record['input_size']} is not the "
-            f"{size[0]}x{size[1]} input of {path}; train the router again with "
-            f"`gpmask train-router`")
-    count = logits[-1].dim_value if len(logits) else 0
-    if count and count != len(classes):
+            f"{size[0]}x{size[1]} input of {path}; {again}")
+    if logits[1].dim_value != len(classes):
         raise GpmaskError(
             f"manifest.json: the router lists {len(classes)} classes {classes}, but {path} "
-            f"tells {count} apart; train the router again with `gpmask train-router`")
+            f"tells {logits[1].dim_value or 'an unknown number of'} apart; {again}")
 
 
 def router_props(classes: list[str]) -> dict[str, str]:

@@ -335,6 +335,11 @@ class Bundle:
         return (self.manifest.get("checkpoint") or {}).get("sha256")
 
     @property
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """What the export recorded of its checkpoint (architecture, weathers, ...)."""
+        return dict((self.manifest.get("checkpoint") or {}).get("metadata") or {})
+
+    @property
     def verification(self) -> dict[str, Any]:
         """The export's verification: ``{"status": ..., "report": ...}``."""
         return dict(self.manifest.get("verification", {"status": "unknown"}))

@@ -31,6 +31,7 @@ from gpmask.bundle.graph_set import save_precision_graphs
 from gpmask.calibration.budget import BudgetResult, fit_budget
 from gpmask.calibration.frame_sets import (
     Frames,
+    check_data_folders,
     folder_calibration_frames,
     heldout_frames,
     synthetic_calibration_frames,
@@ -125,6 +126,8 @@ def calibrate_bundle(
                           f"{', '.join(CALIBRATED)}")
     bundle = Bundle.open(root)  # checks every graph and weight file against its sha256
     check_file_output(bundle.root / MANIFEST)  # a bundle it cannot write: before any work
+    if options.data_dir is not None:
+        check_data_folders(options.data_dir, bundle.weathers)
     recipe = RECIPES[definition.recipe]
     models, results = {}, {}
     for weather in tqdm(bundle.networks, desc=definition.name, unit="graph",

@@ -60,11 +60,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.bench import run_benchmark, write_report
-    from gpmask.bench.report_files import markdown
+    from gpmask.bench.report_files import check_report_folder, markdown
     from gpmask.fileio import check_folder_output, check_outputs
 
     check_outputs([args.output], [args.bundle, args.checkpoint])
     check_folder_output(args.output)
+    check_report_folder(args.output)
 
     report = run_benchmark(args.bundle, backends=args.backends, precisions=args.precisions,
                            sizes=[format_size(size) for size in args.sizes], iters=args.iters,

@@ -37,6 +37,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_no_progress(parser)
 
 
+def _check_memory(args: argparse.Namespace) -> None:
+    """Refuse a clip this machine cannot hold: its clean, degraded, read-back and restored
+    frames are all kept (8-bit BGR) for the report, beside one frame's working memory."""
+    from gpmask.host import check_memory
+
+    if args.bundle:
+        from gpmask.bundle import Bundle
+        from gpmask.runtime.memory import WorkingMemory
+
+        per_pixel = WorkingMemory.of_bundle(Bundle.open(args.bundle)).bytes_per_pixel
+    else:
+        from gpmask.masking.checkpoint import MaskedCheckpoint
+        from gpmask.model.memory import measured
+
+        per_pixel = measured(MaskedCheckpoint.load("demo").build_model("common")).peak
+    pixels = args.size[0] * args.size[1]
+    check_memory(pixels * (args.frames * 4 * 3 + per_pixel),
+                 f"--frames {args.frames} --size {format_size(args.size)}: the clip's frames "
+                 f"and one frame's restoration", "lower --frames or --size")
+
+
 def run(args: argparse.Namespace) -> int:
     from gpmask.demo.app import DEMO_FOLDER, format_table, is_demo_output, run_demo
     from gpmask.errors import GpmaskError
@@ -53,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise GpmaskError(f"--frames must be at least 1, got {args.frames}")
     output = Path(args.output)
     check_outputs([output], [args.bundle])
+    _check_memory(args)
     progress = not args.no_progress
     with atomic_directory(output, args.force, is_demo_output, DEMO_FOLDER) as folder:
         if args.bundle:

@@ -91,6 +91,23 @@ def _pairs(args: argparse.Namespace, weathers: list[str]) -> dict[str, dict]:
 
 #: The smallest synthetic image side eval measures.
 MIN_SIDE = 32
+def _check_memory(args: argparse.Namespace, checkpoint) -> None:
+    """Refuse a --size and --count whose images and network pass this machine cannot hold:
+    every evaluation pair is rendered before the networks run."""
+    from gpmask.bundle import COMMON
+    from gpmask.data.synthetic import STYLES
+    from gpmask.host import check_memory
+    from gpmask.model.memory import measured
+
+    pixels = args.size[0] * args.size[1]
+    styles = len(STYLES) if args.style in (None, "both") else 1
+    images = styles * len(checkpoint.weathers) * args.count * 2  # degraded and clean
+    network = measured(checkpoint.build_model(COMMON)).peak
+    check_memory(pixels * (images * 3 * 4 + network),
+                 f"--size {format_size(args.size)} --count {args.count}: {images} float "
+                 f"images and the network's pass", "lower --size or --count")
+
+
 #: What each style's table is headed with.
 STYLE_TITLES = {
     "train": "synthetic weather, training style (in distribution)",
@@ -105,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise GpmaskError(f"--count must be at least 1, got {args.count}")
+    if args.seed < 0:
+        raise GpmaskError(f"--seed must be >= 0, got {args.seed}")
     if min(args.size) < MIN_SIDE:
         raise GpmaskError(f"--size {format_size(args.size)}: eval needs images of at least "
                           f"{MIN_SIDE}x{MIN_SIDE} (SSIM's window and the network's levels)")
@@ -117,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
                                       *data_spec_paths(args.data)])
         check_file_output(args.output)
     checkpoint = MaskedCheckpoint.load(args.checkpoint)
+    if not args.data:
+        _check_memory(args, checkpoint)
     pairs = _pairs(args, checkpoint.weathers)
     for weather in next(iter(pairs.values())):
         checkpoint.bake_numpy(weather)  # refuses a weather the checkpoint lacks

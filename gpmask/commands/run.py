@@ -70,7 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gpmask.bundle import Bundle
     from gpmask.errors import GpmaskError
-    from gpmask.fileio import check_outputs
+    from gpmask.fileio import check_file_output, check_outputs
     from gpmask.runtime import Restorer
     from gpmask.runtime.loop import run_loop
     from gpmask.runtime.routing import RoutingPolicy, make_router
@@ -79,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
 
     schedule = args.weather if (args.weather or "").lower().endswith((".csv", ".json")) else None
     check_outputs([args.output, args.log], [args.input, args.bundle, schedule])
+    if args.log is not None:
+        check_file_output(args.log)  # refused now, not once every frame is done
+    for name in ("route_every", "switch_after", "clear_after"):  # whatever --weather is
+        if getattr(args, name) < 1:
+            raise GpmaskError(f"--{name.replace('_', '-')} must be at least 1, got "
+                              f"{getattr(args, name)}")
     bundle = Bundle.open(args.bundle)
     weather = args.weather or ("auto" if bundle.router else bundle.default_weather)
     policy = RoutingPolicy(args.route_every, args.switch_after, args.clear_after)
@@ -122,10 +128,12 @@ def _where_the_frames_went(sink) -> str:
     """What became of the frames a stopped run restored (see the module docstring)."""
     from gpmask.fileio import partial_name
 
-    done = f"{sink.frames_written} frames done"
+    count = sink.frames_written
+    done = f"{count} frame{'s' if count != 1 else ''} done"
+    were = "were" if count != 1 else "was"
     if sink.kept == sink.path:
-        return f"{done} were written to {sink.path}"
+        return f"{done} {were} written to {sink.path}"
     if sink.kept is not None:
-        return f"{done} were kept in {sink.kept}; {sink.path} was left as it was"
-    return (f"{done} were discarded, since {partial_name(sink.path)} already exists; "
+        return f"{done} {were} kept in {sink.kept}; {sink.path} was left as it was"
+    return (f"{done} {were} discarded, since {partial_name(sink.path)} already exists; "
             f"{sink.path} was left as it was")

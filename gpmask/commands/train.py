@@ -165,6 +165,21 @@ def _weather_steps(text: str) -> tuple[str, int]:
     return weather, int(steps)
 
 
+def _check_step_memory(config) -> None:
+    """Refuse crops and batches whose training step this machine cannot hold: stage 1
+    runs a batch of every weather at once, keeping each activation for backward."""
+    from gpmask.host import check_memory
+    from gpmask.model import build_model
+    from gpmask.model.memory import measured
+
+    per_pixel = measured(build_model(config.arch, config.arch_kwargs)).total
+    crops = len(config.weathers) * config.batch_size
+    check_memory(per_pixel * config.crop**2 * crops,
+                 f"a training step of {crops} crops of {config.crop}x{config.crop} "
+                 f"({per_pixel:.0f} bytes per pixel kept for backward, measured on "
+                 f"{config.arch})", "lower --batch-size or --crop")
+
+
 def _source(args: argparse.Namespace, config):
     from gpmask.data.clean import load_image_folder, sample_images
     from gpmask.data.paired_folders import parse_data_spec
@@ -195,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
                                        *data_spec_paths(args.data)])
     check_file_output(output)
     config = _config(args)
+    config.validate()
+    _check_step_memory(config)
     source = _source(args, config)
     context = init_from_environment()
     try:

@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
                           f"sees a downscaled frame; its training crops are smaller than "
                           f"that, and its example pool, held in memory, grows with the "
                           f"square of the side)")
+    if args.seed < 0:
+        raise GpmaskError(f"--seed must be >= 0, got {args.seed}")
     if Path(args.bundle).is_dir():  # a bundle it cannot write is refused before training
         check_file_output(Path(args.bundle) / ROUTER_FILE)
     settings = RouterSettings(steps=args.steps, input_size=args.input_size, seed=args.seed)

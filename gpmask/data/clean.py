@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gpmask.data.images import IMAGE_SUFFIXES, read_pixels
+from gpmask.data.images import IMAGE_SUFFIXES, is_image_file, read_pixels
 from gpmask.errors import GpmaskError
 
 #: Sample images (file stems under ``skimage/data``) per split. The stereo pair of
@@ -52,11 +52,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     else:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image.astype(np.float32) / full_range
-
-
-def is_image_file(path: Path) -> bool:
-    """Whether ``path`` is a regular file with one of :data:`IMAGE_SUFFIXES`."""
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def load_image_folder(folder: str | os.PathLike) -> list[np.ndarray]:

@@ -40,6 +40,18 @@ def is_image(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file with an image suffix, and not hidden: a hidden
+    ``._name.jpg`` is the resource fork a Mac leaves beside each file it copies, not an
+    image, and would stop a folder's run half way."""
+    return not path.name.startswith(".") and is_image(path) and path.is_file()
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images of ``folder`` (not its subfolders), sorted by file name."""
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
+
+
 def jpeg_is_complete(data: bytes) -> bool:
     """Whether the JPEG ``data`` runs from its start marker to its end-of-image marker.
 

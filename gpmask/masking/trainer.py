@@ -133,6 +133,8 @@ class TrainConfig:
             if not (math.isfinite(rate) and rate > 0):
                 raise GpmaskError(f"--{name.replace('_', '-')} must be a finite number > 0, "
                                   f"got {rate}")
+        if self.seed < 0:
+            raise GpmaskError(f"--seed must be >= 0, got {self.seed}")
         if not 0.0 < self.top_fraction <= 1.0:
             raise GpmaskError(f"--top-fraction must be in (0, 1], got {self.top_fraction}")
         if self.consecutive < 1:

@@ -152,11 +152,17 @@ def run_loop(
         source.close()
         stopped_live = isinstance(failure, KeyboardInterrupt) and source.live
         complete = (failure is None or stopped_live) and not encode_failure
-        for each in sinks:
-            each.close(complete)
+        closing: list[BaseException] = []
+        for each in sinks:  # every sink, even when one fails to close
+            try:
+                each.close(complete)
+            except BaseException as error:
+                closing.append(error)
         bar.close()
         if log_path is not None:
             write_frame_log(log_path, records)
+        if closing:
+            raise closing[0]
     if encode_failure:
         raise encode_failure[0]
     return LoopResult(records, time.perf_counter() - start)

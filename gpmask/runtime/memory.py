@@ -8,12 +8,9 @@ tile them itself: a restoration network sees far across the frame, so tiles rest
 apart would differ at their seams from the whole frame, a silent change of result.
 
 The working memory of a frame is estimated from the bundle's common graph
-(:func:`gpmask.graph.memory.live_bytes_per_pixel`: the largest set of tensors alive at
-once), times :data:`RUNTIME_FACTOR` for what engines add to that (memory planning that
-keeps tensors longer, convolution workspaces, the frame's float copies on the way in
-and out), and compared with the memory available now (:func:`gpmask.host.available_memory`).
-GPU backends are bounded by their engines' profiles and the device's memory instead,
-which the backend reports itself.
+(:func:`gpmask.graph.memory.working_bytes_per_pixel`) and compared with the memory
+available now (:func:`gpmask.host.check_memory`). GPU backends are bounded by their
+engines' profiles and the device's memory instead, which the backend reports itself.
 """
 
 from __future__ import annotations
@@ -21,17 +18,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gpmask.errors import GpmaskError
+from gpmask import host
+from gpmask.bundle import COMMON, Bundle
 from gpmask.sizes import Size, format_size
-
-#: Measured working memory of ONNX Runtime and OpenVINO over the live-tensor estimate,
-#: rounded up (``benchmarks/bench_working_memory.py`` prints the ratio per runtime).
-RUNTIME_FACTOR = 3.0
-_GIB = 1 << 30
-
-
-def format_gib(count: float) -> str:
-    return f"{count / _GIB:.1f} GiB"
 
 
 @dataclass(frozen=True)
@@ -39,7 +28,7 @@ class WorkingMemory:
     """Bytes a network needs per pixel of a (padded) input frame, and where that came from.
 
     Attributes:
-        bytes_per_pixel: working memory per pixel of one frame, factor included.
+        bytes_per_pixel: working memory per pixel of one frame.
         source: what the estimate was made from, for messages.
     """
 
@@ -47,36 +36,30 @@ class WorkingMemory:
     source: str
 
     @classmethod
-    def of_graph(cls, model, source: str) -> WorkingMemory:
-        """The estimate for an ONNX graph (``onnx.ModelProto``)."""
-        from gpmask.graph.memory import live_bytes_per_pixel
+    def of_bundle(cls, bundle: Bundle) -> WorkingMemory:
+        """The estimate for a bundle's networks, from its common fp32 graph (every
+        weather's graph has its structure; lower precisions take less)."""
+        import onnx
 
-        return cls(RUNTIME_FACTOR * live_bytes_per_pixel(model), source)
+        from gpmask.graph.memory import working_bytes_per_pixel
 
-    def need(self, size: Size, batch: int = 1) -> float:
-        """Bytes a batch of frames of ``size`` (height, width) needs."""
-        return self.bytes_per_pixel * size[0] * size[1] * batch
+        graph = onnx.load(bundle.graph_path(COMMON), load_external_data=False)
+        return cls(working_bytes_per_pixel(graph), f"{bundle.root}'s network")
 
     def largest_side(self, available: float, batch: int = 1) -> int:
         """The side of the largest square frame that fits in ``available`` bytes."""
         return int(math.sqrt(max(available, 0) / (self.bytes_per_pixel * batch)))
 
-    def check(self, size: Size, what: str, batch: int = 1,
-              available: int | None = None) -> None:
-        """Refuse ``batch`` frames of ``size`` unless their working memory fits in the
-        memory available (now, unless ``available`` is given); ``what`` names them."""
-        from gpmask.host import available_memory
-
-        available = available_memory() if available is None else available
-        need = self.need(size, batch)
-        if available is None or need <= available:
-            return
-        side = self.largest_side(available, batch)
+    def check(self, size: Size, what: str, batch: int = 1) -> None:
+        """Refuse ``batch`` frames of ``size`` (height, width) unless their working memory
+        fits in the memory available now; ``what`` names them in the message."""
+        available = host.available_memory()
         frames = f"{batch} frames of {format_size(size)}" if batch > 1 else \
             f"a {format_size(size)} frame"
-        raise GpmaskError(
-            f"{what}: {frames} needs about {format_gib(need)} of working memory "
-            f"({self.bytes_per_pixel:.0f} bytes per pixel, estimated from {self.source}), "
-            f"and {format_gib(available)} is available; frames up to about {side}x{side} "
-            f"pixels ({side * side / 1e6:.1f} megapixels) fit here: resize the frames, or "
-            f"restore them in tiles")
+        side = self.largest_side(available or 0, batch)
+        host.check_memory(
+            self.bytes_per_pixel * size[0] * size[1] * batch,
+            f"{what}: {frames} ({self.bytes_per_pixel:.0f} bytes per pixel of working "
+            f"memory, estimated from {self.source})",
+            f"frames up to about {side}x{side} pixels ({side * side / 1e6:.1f} megapixels) "
+            f"fit here: resize the frames, or restore them in tiles", available)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gpmask.bundle import COMMON, Bundle
+from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError, reported_as
 from gpmask.precision import AUTO
 from gpmask.runtime.backends import choose
@@ -125,11 +125,7 @@ class Restorer:
         if self._memory_checked == (len(frames), size):
             return
         if self._working_memory is None:
-            import onnx
-
-            self._working_memory = WorkingMemory.of_graph(
-                onnx.load(self.bundle.graph_path(COMMON), load_external_data=False),
-                f"{self.bundle.root}'s network")
+            self._working_memory = WorkingMemory.of_bundle(self.bundle)
         self._working_memory.check(size, f"{self.backend.name}", batch=len(frames))
         self._memory_checked = (len(frames), size)
 

@@ -127,20 +127,27 @@ class VideoFileSink(FrameSink):
         if self.writer is not None:
             self.writer.release()  # finalises the container
             self.writer = None
-        if self.temp is not None and self.temp.exists():
-            self.kept = _finish(self.temp, self.path, complete and self.frames_written > 0,
-                                self.frames_written)
+        self.kept = _finish(self.temp, self.path, complete, self.frames_written)
         self.temp = None
 
 
-def _finish(temp: Path, target: Path, complete: bool, frames: int) -> Path | None:
-    """Put a sink's temporary output where :meth:`FrameSink.close` says it goes."""
-    if not frames:
-        if temp.is_dir():
-            shutil.rmtree(temp)
-        else:
-            temp.unlink()
+def _finish(temp: Path | None, target: Path, complete: bool, frames: int) -> Path | None:
+    """Put a sink's temporary output where :meth:`FrameSink.close` says it goes; whatever
+    interrupts that (Ctrl-C, SIGTERM) leaves no temporary output behind."""
+    if temp is None or not temp.exists():
         return None
+    try:
+        return _place(temp, target, complete and frames > 0, frames)
+    finally:
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        elif temp.exists():
+            temp.unlink()
+
+
+def _place(temp: Path, target: Path, complete: bool, frames: int) -> Path | None:
+    if not frames:
+        return None  # nothing to keep; _finish removes the temporary output
     if complete:
         if temp.is_dir():
             install_folder(temp, target)
@@ -180,11 +187,9 @@ class ImageFolderSink(FrameSink):
         self.frames_written += 1
 
     def close(self, complete: bool = True) -> None:
-        if self.temp is not None and self.temp.exists():
-            if self.frames_written:
-                write_marker(self.temp, RUN_OUTPUT, self.names)
-            self.kept = _finish(self.temp, self.path, complete and self.frames_written > 0,
-                                self.frames_written)
+        if self.temp is not None and self.temp.exists() and self.frames_written:
+            write_marker(self.temp, RUN_OUTPUT, self.names)
+        self.kept = _finish(self.temp, self.path, complete, self.frames_written)
         self.temp = None
 
 
@@ -206,12 +211,9 @@ class ImageFileSink(FrameSink):
         self.frames_written = 1
 
     def close(self, complete: bool = True) -> None:
-        if self.temp is not None and self.temp.exists():
-            self.kept = self.path if complete else None
-            if complete:
-                os.replace(self.temp, self.path)
-            else:
-                self.temp.unlink()
+        # one image is whole or nothing: no partial image is kept
+        self.kept = _finish(self.temp, self.path, complete, self.frames_written if complete
+                            else 0)
         self.temp = None
 
 

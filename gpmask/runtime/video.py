@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gpmask.data.images import IMAGE_SUFFIXES, decode_pixels, is_image, read_pixels
+from gpmask.data.images import IMAGE_SUFFIXES, decode_pixels, image_files, is_image, read_pixels
 from gpmask.errors import GpmaskError
 
 #: Frame rate given to frames that carry none (image folders, cameras reporting 0).
@@ -230,7 +230,7 @@ def open_source(spec: str) -> FrameSource:
         return CaptureSource(capture, "GStreamer pipeline", is_file=False)
     path = Path(spec)
     if path.is_dir():
-        paths = sorted(p for p in path.iterdir() if is_image(p) and p.is_file())
+        paths = image_files(path)
         if not paths:
             raise GpmaskError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
         return ImageFolderSource(paths, str(path))
