@@ -1,43 +1,51 @@
-"""CPU inference side by side: gpmask's paths against what an x86 user would otherwise pick.
+"""CPU inference side by side: gpmask's default against what an x86 user would otherwise run.
 
-Every candidate restores the same frame with the bundle's first weather, in one
-process, interleaved (each round runs every candidate in turn, so a change in machine
-load hits all of them), and the medians are compared:
+For each network (the shipped demo model, and the paper's ``ggpm-unet`` at its full
+size with random weights: latency depends on the architecture, not the values) and
+each frame size, every path restores the same frame of the first weather, in one
+process, interleaved (each round runs every path in turn, so a change in machine load
+hits all of them), and the medians are compared. The paths:
 
-- gpmask: ONNX Runtime fp32 and int8-cpu; OpenVINO (gpmask's backend) fp32, bf16
-  (where the CPU has it), int8 (the TensorRT-format graph), int8-cpu and int8-openvino;
-- references: OpenVINO's ``compile_model`` with no options on the bundle's fp32 graph
-  (what an x86 user gets without gpmask; bf16 on a CPU that has it), OpenVINO fp32 on
-  the same graph with only the f32 hint, torch eager, and optionally torch.compile
-  and NNCF's int8 quantization of the fp32 graph for OpenVINO.
+- gpmask's default: ``Restorer(bundle)`` with no options, on a freshly exported bundle
+  (compact layout) and on the same bundle calibrated (int8, int8-cpu, int8-openvino);
+  its backend and precision are what ``auto`` chose on this machine;
+- gpmask's explicit paths: OpenVINO at every precision, ONNX Runtime fp32 and int8-cpu;
+- the peers, as a user would run them on a plain dense export of one weather's network
+  (``layout dense``): OpenVINO's ``compile_model`` with no options (bf16 on a CPU that
+  has it), NNCF's int8 ``quantize`` with its default settings, ONNX Runtime with its
+  default session options, torch eager and (``--torch-compile``) torch.compile; and,
+  so that the layout's cost shows, OpenVINO's default and NNCF on the bundle's compact
+  graph (``layout compact``).
 
-For each candidate: median latency, PSNR of its output against ONNX Runtime fp32 on
-the frame, work rate (2 x MACs of the fp32 graph / median) and its fraction of the
-instruction-throughput limit of the precision it computes in
-(:mod:`gpmask.bench.instruction_limit`). Then the goals of issue 13:
+For each path: median latency, PSNR of its output against the fp32 reference (torch
+eager where it runs, else ONNX Runtime on the dense export), work rate (2 x MACs of the
+fp32 graph / median) and its fraction of the instruction-throughput limit of the
+precision it computes in, AMX tiles included where the CPU has them
+(:mod:`gpmask.bench.instruction_limit`). Then the goals:
 
-- gpmask's fastest CPU path with PSNR >= 45 dB: <= 0.8x OpenVINO's default latency;
-- gpmask's best int8 path: >= 60 % of the int8 limit on the demo network, >= 85 % on a
-  wide one;
-- gpmask's OpenVINO fp32: no slower than OpenVINO fp32 on the same graph.
+- gpmask's default on a fresh bundle: <= 1.0x OpenVINO's default on the dense export;
+- gpmask's default on a calibrated bundle: <= 0.8x OpenVINO's default on the dense
+  export, and <= 1.0x NNCF int8 on it;
+- gpmask's fastest int8 path: <= 0.9x NNCF int8 on the dense export;
+- no path above 100 % of its precision's limit.
 
 Usage::
 
-    python benchmarks/bench_cpu.py                          # the shipped demo network
-    python benchmarks/bench_cpu.py --arch msunet            # a wide network, random weights
-    python benchmarks/bench_cpu.py --bundle B --checkpoint FILE --torch-compile --nncf
+    python benchmarks/bench_cpu.py                                   # demo and ggpm-unet
+    python benchmarks/bench_cpu.py --networks demo --sizes 256x256 -o cpu.json
+    python benchmarks/bench_cpu.py --networks ggpm-unet --round-seconds 2 --torch-compile
 
-Without ``--bundle`` it exports the checkpoint (``--checkpoint``, default the shipped
-demo; with ``--arch``, a random checkpoint of that architecture: timings depend on the
-architecture, not on the trained values) and calibrates its int8, int8-cpu and
-int8-openvino graphs into ``--workdir`` (default a temporary folder; give one to reuse
-it with ``--bundle``).
+``-o`` writes every row as JSON (machine, CPU flags, date and command included), which
+``benchmarks/report.py`` turns into the README's table.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,248 +53,308 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from gpmask.bench.fixtures import prepared_bundle, random_checkpoint
+from gpmask.bench.fixtures import checkpoint_file, random_checkpoint
 from gpmask.bench.inputs import bench_frames
 from gpmask.bench.instruction_limit import instruction_limits
+from gpmask.bench.machine import describe_machine, runtime_versions
 from gpmask.bench.macs import count_macs
 from gpmask.bundle import Bundle
-from gpmask.errors import GpmaskError
-from gpmask.host import physical_cores
+from gpmask.fileio import write_text_atomic
+from gpmask.host import notable_cpu_flags, physical_cores
 from gpmask.metrics import psnr
-from gpmask.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from gpmask.runtime.backends.openvino import (
-    OPENVINO_DEFAULTS,
-    CompileSettings,
-    OpenVinoBackend,
-    precision_refusal,
-)
+from gpmask.precision import precision as definition
 from gpmask.sizes import parse_size
 
-QUALITY_DB = 45.0
-DEMO_ARCHS = ("demo", "tiny", "msunet-tiny")
+#: Networks this benchmark knows: name -> (architecture, its keyword arguments); ``demo``
+#: is the shipped checkpoint, the others random checkpoints of their full size.
+NETWORKS = {"demo": None, "ggpm-unet": ("ggpm-unet", {})}
+CALIBRATED = ("int8", "int8-cpu", "int8-openvino")
+GOALS = {"fresh default / openvino default (dense)": 1.0,
+         "calibrated default / openvino default (dense)": 0.8,
+         "calibrated default / nncf int8 default (dense)": 1.0,
+         "best gpmask int8 / nncf int8 default (dense)": 0.9}
 
 
 @dataclass
 class Candidate:
-    """One way to restore a frame: its label, who makes it, its precision's limit."""
+    """One way to restore a frame, and what was measured of it."""
 
     label: str
     gpmask: bool
-    limit: str
-    run: Callable[[np.ndarray], np.ndarray]
-    times: dict[str, list[float]] = field(default_factory=dict)
-    psnr: dict[str, float] = field(default_factory=dict)
+    layout: str
+    precision: str
+    run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    times: list[float] = field(default_factory=list)
+    psnr_db: float | None = None
 
 
-def prepare_bundle(args: argparse.Namespace, folder: Path) -> tuple[Path, Path | None]:
-    """The bundle to measure (exported and calibrated unless given) and its checkpoint."""
-    if args.bundle:
-        return Path(args.bundle), Path(args.checkpoint) if args.checkpoint else None
-    from gpmask.calibration.options import CalibrationOptions
-
-    source = random_checkpoint(args.arch) if args.arch else args.checkpoint or "demo"
-    return prepared_bundle(folder, source, ("int8", "int8-cpu", "int8-openvino"),
-                           CalibrationOptions(max_psnr_drop=args.max_psnr_drop), progress=True)
+def _backend_run(backend: Any, weather: str) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda batch: backend.run(weather, batch)
 
 
-def candidates(bundle: Bundle, checkpoint: Path | None, args: argparse.Namespace,
-               weather: str) -> tuple[list[Candidate], list[str]]:
-    """Everything that can run here, and a line for each that cannot."""
-    made, skipped = [], []
-    only = [weather]
+def _openvino_default(graph: Path) -> tuple[Callable, str]:
+    """OpenVINO's ``compile_model(read_model(graph), "CPU")`` with no options."""
+    from gpmask.runtime.backends.openvino import core
 
-    def backend_run(backend) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda batch: backend.run(weather, batch)
-
-    made.append(Candidate("gpmask onnxruntime fp32", True, "fp32",
-                          backend_run(OnnxRuntimeBackend(bundle, "fp32", weathers=only))))
-    made.append(Candidate("gpmask onnxruntime int8-cpu", True, "int8",
-                          backend_run(OnnxRuntimeBackend(bundle, "int8-cpu", weathers=only))))
-    default = OpenVinoBackend(bundle, "fp32", settings=OPENVINO_DEFAULTS, weathers=only)
-    made.append(Candidate(f"openvino default ({default.inference_precision})", False,
-                          "bf16" if default.inference_precision == "bf16" else "fp32",
-                          backend_run(default)))
-    plain = CompileSettings(performance_hint=None, threads=None)
-    made.append(Candidate("openvino fp32 (f32 hint only)", False, "fp32",
-                          backend_run(OpenVinoBackend(bundle, "fp32", plain, only))))
-    for precision, limit in (("fp32", "fp32"), ("bf16", "bf16"), ("int8", "int8"),
-                             ("int8-cpu", "int8"), ("int8-openvino", "int8")):
-        refusal = precision_refusal(precision)
-        if refusal:
-            skipped.append(f"gpmask openvino {precision}: {refusal}")
-            continue
-        try:
-            backend = OpenVinoBackend(bundle, precision, weathers=only)
-        except GpmaskError as exc:
-            skipped.append(f"gpmask openvino {precision}: {exc}")
-            continue
-        made.append(Candidate(f"gpmask openvino {precision}", True, limit, backend_run(backend)))
-    if args.nncf:
-        try:
-            made.append(nncf_candidate(bundle, weather))
-        except ImportError:
-            skipped.append("nncf: not installed (pip install -e '.[bench]')")
-    made.extend(torch_candidates(bundle, checkpoint, args, weather, skipped))
-    return made, skipped
+    compiled = core().compile_model(core().read_model(str(graph)), "CPU")
+    request = compiled.create_infer_request()
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return (lambda batch: request.infer({0: batch})[0]), ("bf16" if hint == "bf16" else "fp32")
 
 
-def torch_candidates(bundle: Bundle, checkpoint: Path | None, args: argparse.Namespace,
-                     weather: str, skipped: list[str]) -> list[Candidate]:
-    from gpmask.bench.torch_reference import (
-        TorchCompileBackend,
-        TorchEagerBackend,
-        reference_checkpoint,
-        torch_compile_refusal,
-    )
-
-    try:
-        source, note = reference_checkpoint(bundle, str(checkpoint) if checkpoint else None)
-    except GpmaskError as exc:
-        source, note = None, str(exc)
-    if source is None:
-        skipped.append(f"torch: {note}")
-        return []
-    threads = physical_cores()
-    eager = TorchEagerBackend(source, [weather], "cpu", threads)
-    made = [Candidate("torch eager", False, "fp32", lambda b: eager.run(weather, b))]
-    refusal = torch_compile_refusal() if args.torch_compile else "not asked (--torch-compile)"
-    if refusal:
-        skipped.append(f"torch.compile: {refusal}")
-    else:
-        model = TorchCompileBackend(source, [weather], "cpu", threads)
-        made.append(Candidate("torch.compile", False, "fp32", lambda b: model.run(weather, b)))
-    return made
-
-
-def nncf_candidate(bundle: Bundle, weather: str) -> Candidate:
-    """NNCF's int8 quantization of the fp32 graph (OpenVINO's own tool), compiled for latency.
-
-    Calibrated on the same synthetic frames as gpmask's int8 graphs; overflow fix on
-    every layer (7-bit weights), as gpmask's, so it is exact on CPUs without VNNI too.
-    """
+def _nncf_default(graph: Path, bundle: Bundle, weather: str) -> Callable:
+    """NNCF's ``quantize`` with its default settings on ``graph``, compiled by default."""
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     from gpmask.calibration.frame_sets import synthetic_calibration_frames, to_batch
     from gpmask.runtime.backends.openvino import core
 
     frames = synthetic_calibration_frames(weather, bundle.weathers, 32, (128, 128))
-    model = nncf.quantize(
-        core().read_model(str(bundle.graph_path(weather))),
-        nncf.Dataset([to_batch(frame) for frame in frames.degraded]),
-        advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
-    request = core().compile_model(model, "CPU", CompileSettings().config("int8")) \
-        .create_infer_request()
-    return Candidate("nncf int8 on openvino", False, "int8",
-                     lambda batch: request.infer({0: batch})[0])
+    model = nncf.quantize(core().read_model(str(graph)),
+                          nncf.Dataset([to_batch(frame) for frame in frames.degraded]))
+    request = core().compile_model(model, "CPU").create_infer_request()
+    return lambda batch: request.infer({0: batch})[0]
 
 
-def measure(items: list[Candidate], size: str, batch: np.ndarray, rounds: int,
-            per_round: int) -> None:
-    """Interleaved timing of every candidate at one size, and PSNR against the first."""
-    reference = np.clip(np.array(items[0].run(batch)), 0, 1)
-    for item in items:
-        output = np.clip(np.array(item.run(batch)), 0, 1)
-        item.psnr[size] = psnr(output, reference)
-        item.run(batch)  # second warm-up run
-        item.times[size] = []
+def _onnxruntime_default(graph: Path) -> Callable:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
+def prepare(network: str, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The network's checkpoint file, fresh and calibrated bundles, and dense export."""
+    from gpmask.calibration.options import CalibrationOptions
+    from gpmask.calibration.pipeline import calibrate_bundle
+    from gpmask.export import export_bundle
+
+    arch = NETWORKS[network]
+    source = checkpoint_file(random_checkpoint(*arch, made_by="benchmarks/bench_cpu.py")
+                             if arch else "demo", folder)
+    fresh = export_bundle(source, folder / "fresh", verify=False).root
+    calibrated = Path(shutil.copytree(fresh, folder / "calibrated"))
+    # Random weights give no restoration to keep: every layer is quantized (the
+    # latency is the architecture's); the trained demo keeps the quality budget.
+    options = CalibrationOptions(max_psnr_drop=args.max_psnr_drop if not arch else float("inf"))
+    for precision in CALIBRATED:
+        calibrate_bundle(calibrated, precision, options)
+    weather = Bundle.open(fresh).weathers[0]
+    dense = export_bundle(source, folder / "dense", weathers=[weather], layout="dense",
+                          verify=False).root
+    return {"checkpoint": source, "fresh": fresh, "calibrated": calibrated, "dense": dense,
+            "weather": weather}
+
+
+def make_paths(made: dict[str, Any], args: argparse.Namespace) -> tuple[list[Candidate], list[str]]:
+    """Every path that can run here, and a line for each that cannot."""
+    from gpmask.runtime import Restorer
+    from gpmask.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from gpmask.runtime.backends.openvino import OpenVinoBackend, refusal
+
+    weather, skipped = made["weather"], []
+    fresh, calibrated = Bundle.open(made["fresh"]), Bundle.open(made["calibrated"])
+    dense_graph = Bundle.open(made["dense"]).graph_path(weather)
+    paths: list[Candidate] = []
+    for name, bundle in (("fresh", fresh), ("calibrated", calibrated)):
+        restorer = Restorer(bundle)
+        paths.append(Candidate(f"gpmask default, {name} bundle ({restorer.backend_name} "
+                           f"{restorer.precision})", True, bundle.layout, restorer.precision,
+                           _backend_run(restorer.backend, weather)))
+    for precision in ("fp32", "bf16", *CALIBRATED):
+        problem = refusal(calibrated, precision)
+        if problem:
+            skipped.append(f"gpmask openvino {precision}: {problem}")
+            continue
+        backend = OpenVinoBackend(calibrated, precision, weathers=[weather])
+        paths.append(Candidate(f"gpmask openvino {precision}", True, calibrated.layout, precision,
+                           _backend_run(backend, weather)))
+    for precision in ("fp32", "int8-cpu"):
+        backend = OnnxRuntimeBackend(calibrated, precision, weathers=[weather])
+        paths.append(Candidate(f"gpmask onnxruntime {precision}", True, calibrated.layout,
+                           precision, _backend_run(backend, weather)))
+    for layout, graph in (("dense", dense_graph), ("compact", fresh.graph_path(weather))):
+        run, precision = _openvino_default(graph)
+        paths.append(Candidate(f"openvino default ({layout})", False, layout, precision, run))
+        if args.no_nncf:
+            continue
+        try:
+            paths.append(Candidate(f"nncf int8 default ({layout})", False, layout, "int8",
+                               _nncf_default(graph, fresh, weather)))
+        except ImportError:
+            skipped.append("nncf: not installed (pip install -e '.[bench]')")
+    paths.append(Candidate("onnxruntime default (dense)", False, "dense", "fp32",
+                       _onnxruntime_default(dense_graph)))
+    paths.extend(_torch_paths(made, args, weather, skipped))
+    return paths, skipped
+
+
+def _torch_paths(made: dict[str, Any], args: argparse.Namespace, weather: str,
+                 skipped: list[str]) -> list[Candidate]:
+    from gpmask.bench.torch_reference import (
+        TorchCompileBackend,
+        TorchEagerBackend,
+        torch_compile_refusal,
+    )
+    from gpmask.masking.checkpoint import MaskedCheckpoint
+
+    source = MaskedCheckpoint.load(made["checkpoint"])
+    threads = physical_cores()
+    paths = [Candidate("torch eager", False, "module", "fp32",
+                   _backend_run(TorchEagerBackend(source, [weather], "cpu", threads), weather))]
+    refusal = torch_compile_refusal() if args.torch_compile else "not asked (--torch-compile)"
+    if refusal:
+        skipped.append(f"torch.compile: {refusal}")
+    else:
+        compiled = TorchCompileBackend(source, [weather], "cpu", threads)
+        paths.append(Candidate("torch.compile", False, "module", "fp32",
+                           _backend_run(compiled, weather)))
+    return paths
+
+
+def measure(paths: list[Candidate], batch: np.ndarray, rounds: int, round_seconds: float) -> None:
+    """Interleaved timing at one size (about ``round_seconds`` of each path per round), and
+    PSNR against the reference: torch eager where it runs, else ONNX Runtime's default."""
+    reference_label = "torch eager" if any(p.label == "torch eager" for p in paths) \
+        else "onnxruntime default (dense)"
+    outputs, repeats = {}, {}
+    for path in paths:
+        path.times = []
+        start = time.perf_counter()
+        outputs[path.label] = np.clip(np.array(path.run(batch)), 0, 1)
+        path.run(batch)  # warm-up: caches, kernel choice, arenas
+        repeats[path.label] = max(1, round(round_seconds / max(time.perf_counter() - start, 1e-6)
+                                           * 2))
+    reference = outputs[reference_label]
+    for path in paths:
+        path.psnr_db = psnr(outputs[path.label], reference)
     for _ in range(rounds):
-        for item in items:
-            for _ in range(per_round):
+        for path in paths:
+            for _ in range(repeats[path.label]):
                 start = time.perf_counter()
-                item.run(batch)
-                item.times[size].append(time.perf_counter() - start)
+                path.run(batch)
+                path.times.append(time.perf_counter() - start)
 
 
-def main() -> None:
+def rows_of(paths: list[Candidate], macs: int, limits: dict) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        ms = statistics.median(path.times) * 1000
+        gops = 2 * macs / (ms / 1000) / 1e9
+        kind = definition(path.precision).instruction_limit
+        limit = limits.get(kind)
+        rows.append({"path": path.label, "gpmask": path.gpmask, "layout": path.layout,
+                     "precision": path.precision, "median_ms": ms, "runs": len(path.times),
+                     "psnr_db": None if path.psnr_db == float("inf") else path.psnr_db,
+                     "gops": gops, "limit": kind,
+                     "limit_fraction": gops / limit.gops if limit and limit.gops else None})
+    return rows
+
+
+def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's goals as ratios of medians, each with its bar and whether it is met."""
+    def ms(prefix: str) -> float | None:
+        row = next((r for r in rows if r["path"].startswith(prefix)), None)
+        return row["median_ms"] if row else None
+
+    int8 = [r for r in rows if r["gpmask"] and definition(r["precision"]).instruction_limit
+            == "int8"]
+    measured = {
+        "fresh default / openvino default (dense)": (ms("gpmask default, fresh"),
+                                                     ms("openvino default (dense)")),
+        "calibrated default / openvino default (dense)": (ms("gpmask default, calibrated"),
+                                                          ms("openvino default (dense)")),
+        "calibrated default / nncf int8 default (dense)": (ms("gpmask default, calibrated"),
+                                                           ms("nncf int8 default (dense)")),
+        "best gpmask int8 / nncf int8 default (dense)": (
+            min((r["median_ms"] for r in int8), default=None),
+            ms("nncf int8 default (dense)")),
+    }
+    result = []
+    for name, (ours, theirs) in measured.items():
+        ratio = ours / theirs if ours and theirs else None
+        result.append({"goal": name, "ratio": ratio, "bar": GOALS[name],
+                       "met": None if ratio is None else ratio <= GOALS[name]})
+    over = [r["path"] for r in rows if (r["limit_fraction"] or 0) > 1.0]
+    result.append({"goal": "no path above 100 % of its limit", "ratio": None, "bar": None,
+                   "met": not over, "over": over})
+    return result
+
+
+def print_size(network: str, size: str, macs: int, rows: list[dict], met: list[dict]) -> None:
+    print(f"\n{network} {size}: {macs / 1e9:.2f} GMAC (fp32 graph)")
+    print(f"  {'path':52s} {'layout':8s} {'ms':>9s} {'PSNR dB':>8s} {'GOP/s':>7s} "
+          f"{'of limit':>13s}")
+    for row in rows:
+        quality = "exact" if row["psnr_db"] is None else f"{row['psnr_db']:.1f}"
+        fraction = (f"{row['limit_fraction']:.0%} {row['limit']}"
+                    if row["limit_fraction"] is not None else "-")
+        print(f"  {row['path']:52s} {row['layout']:8s} {row['median_ms']:9.1f} {quality:>8s} "
+              f"{row['gops']:7.1f} {fraction:>13s}")
+    for goal in met:
+        if goal["ratio"] is not None:
+            mark = "met" if goal["met"] else "MISSED"
+            print(f"  goal {goal['goal']}: {goal['ratio']:.2f}x (<= {goal['bar']:.1f}x) {mark}")
+        elif goal["bar"] is None:
+            print(f"  goal {goal['goal']}: {'met' if goal['met'] else 'MISSED: '}"
+                  f"{', '.join(goal['over'])}")
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", help="bundle folder with int8 and int8-cpu graphs "
-                                         "(default: export and calibrate one)")
-    parser.add_argument("--checkpoint", help="the bundle's checkpoint (for torch; default demo)")
-    parser.add_argument("--arch", help="export a random checkpoint of this architecture "
-                                       "(e.g. msunet) instead of --checkpoint")
-    parser.add_argument("--workdir", help="folder for the exported bundle (default: temporary)")
-    parser.add_argument("--max-psnr-drop", type=float, default=0.3,
-                        help="int8 calibration budget when exporting (default 0.3 dB)")
+    parser.add_argument("--networks", default="demo,ggpm-unet",
+                        help=f"from {','.join(NETWORKS)} (default demo,ggpm-unet)")
     parser.add_argument("--sizes", default="256x256,720x1280", help="HxW list")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
-    parser.add_argument("--per-round", type=int, default=3,
-                        help="runs of each candidate per round (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--round-seconds", type=float, default=0.5,
+                        help="about how long each path runs per round (default 0.5)")
+    parser.add_argument("--max-psnr-drop", type=float, default=0.3,
+                        help="the demo's int8 calibration budget (default 0.3 dB)")
     parser.add_argument("--torch-compile", action="store_true", help="add torch.compile")
-    parser.add_argument("--nncf", action="store_true", help="add NNCF int8 on OpenVINO")
+    parser.add_argument("--no-nncf", action="store_true", help="leave NNCF out")
+    parser.add_argument("-o", "--output", help="write the rows as JSON here")
     args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory() as temp:
-        folder = Path(args.workdir or temp)
-        folder.mkdir(parents=True, exist_ok=True)
-        root, checkpoint = prepare_bundle(args, folder)
-        bundle = Bundle.open(root)
-        weather = bundle.weathers[0]
-        items, skipped = candidates(bundle, checkpoint, args, weather)
-        limits = instruction_limits(physical_cores())
-        macs = {}
-        for size in args.sizes.split(","):
-            height, width = parse_size(size)
-            frame = bench_frames(height, width, [weather], bundle.size_multiple)[0]
-            macs[size] = count_macs(bundle.graph_path(weather), frame.batch.shape)
-            measure(items, size, frame.batch, args.rounds, args.per_round)
-    report(items, skipped, limits, macs, args, bundle)
-
-
-def report(items: list[Candidate], skipped: list[str], limits: dict, macs: dict[str, int],
-           args: argparse.Namespace, bundle: Bundle) -> None:
-    arch = args.arch or (bundle.manifest.get("checkpoint") or {}).get("metadata", {}).get(
-        "arch", "demo")
-    print(f"network {arch}, weather {bundle.weathers[0]}, {physical_cores()} threads, "
-          f"{args.rounds} rounds x {args.per_round} runs interleaved, load average "
-          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    threads = physical_cores()
+    limits = instruction_limits(threads)
+    machine = {**describe_machine(threads), "load_average": list(os.getloadavg())}
+    print(f"machine {machine['cpu']}, flags {' '.join(notable_cpu_flags())}, {threads} "
+          f"threads, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("limits: " + "; ".join(
         f"{p} {v.gops:.0f} GOP/s ({v.instruction})" if v.gops else f"{p}: {v.reason}"
         for p, v in limits.items()))
-    medians = {item.label: {s: statistics.median(t) * 1000 for s, t in item.times.items()}
-               for item in items}
-    for size in macs:
-        print(f"\n{size}: {macs[size] / 1e9:.2f} GMAC (fp32 graph)")
-        print(f"  {'path':36s} {'median ms':>10s} {'PSNR dB':>8s} {'GOP/s':>7s} {'of limit':>14s}")
-        for item in items:
-            ms = medians[item.label][size]
-            gops = 2 * macs[size] / (ms / 1000) / 1e9
-            limit = limits.get(item.limit)
-            fraction = f"{gops / limit.gops:.0%} {item.limit}" if limit and limit.gops else "-"
-            quality = item.psnr[size]
-            print(f"  {item.label:36s} {ms:10.1f} {quality:8.1f} {gops:7.1f} {fraction:>14s}")
-        goals(items, medians, size, macs[size], limits, arch)
-    for line in skipped:
-        print(f"skipped: {line}")
-
-
-def goals(items: list[Candidate], medians: dict, size: str, macs: int, limits: dict,
-          arch: str) -> None:
-    by_label = {item.label: item for item in items}
-    default = next(item for item in items if item.label.startswith("openvino default"))
-    within = [item for item in items if item.gpmask and item.psnr[size] >= QUALITY_DB]
-    if within:
-        best = min(within, key=lambda item: medians[item.label][size])
-        ratio = medians[best.label][size] / medians[default.label][size]
-        print(f"  goal: fastest gpmask path >= {QUALITY_DB:.0f} dB ({best.label}, "
-              f"{best.psnr[size]:.1f} dB) / {default.label}: {ratio:.2f}x (goal <= 0.80x)")
-    int8 = [item for item in items if item.gpmask and item.limit == "int8"]
-    limit = limits.get("int8")
-    if int8 and limit and limit.gops:
-        best = min(int8, key=lambda item: medians[item.label][size])
-        fraction = 2 * macs / (medians[best.label][size] / 1000) / 1e9 / limit.gops
-        goal = 0.60 if arch in DEMO_ARCHS else 0.85
-        print(f"  goal: best gpmask int8 ({best.label}) at {fraction:.0%} of the int8 limit "
-              f"(goal >= {goal:.0%})")
-    ours, theirs = by_label.get("gpmask openvino fp32"), by_label.get(
-        "openvino fp32 (f32 hint only)")
-    if ours and theirs:
-        ratio = medians[ours.label][size] / medians[theirs.label][size]
-        print(f"  goal: gpmask openvino fp32 / openvino fp32 on the same graph: {ratio:.2f}x "
-              f"(goal <= 1.00x)")
+    report: dict[str, Any] = {
+        "benchmark": "bench_cpu", "date": datetime.date.today().isoformat(),
+        "command": "python benchmarks/bench_cpu.py " + " ".join(sys.argv[1:]),
+        "machine": machine, "versions": runtime_versions(),
+        "limits": {p: v.to_dict() for p, v in limits.items()}, "networks": {}}
+    for network in args.networks.split(","):
+        with tempfile.TemporaryDirectory() as temp:
+            made = prepare(network, Path(temp), args)
+            paths, skipped = make_paths(made, args)
+            graph = Bundle.open(made["dense"]).graph_path(made["weather"])
+            entry: dict[str, Any] = {"weather": made["weather"], "skipped": skipped,
+                                     "sizes": {}}
+            for size in args.sizes.split(","):
+                height, width = parse_size(size)
+                frame = bench_frames(height, width, [made["weather"]],
+                                     Bundle.open(made["fresh"]).size_multiple)[0]
+                macs = count_macs(graph, frame.batch.shape)
+                measure(paths, frame.batch, args.rounds, args.round_seconds)
+                rows = rows_of(paths, macs, limits)
+                met = goals(rows)
+                print_size(network, size, macs, rows, met)
+                entry["sizes"][size] = {"macs": macs, "rows": rows, "goals": met}
+            for line in skipped:
+                print(f"  skipped: {line}")
+            report["networks"][network] = entry
+    if args.output:
+        write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Each verb lives in ``gpmask/commands/<verb>.py`` with two functions,
 ``configure(parser)`` and ``run(args) -> int``. Verb modules import their heavy
 dependencies (torch, onnx) inside ``run`` so that ``gpmask run`` on an edge device
 never imports torch. A :class:`~gpmask.errors.GpmaskError` becomes one
-``gpmask: error: ...`` line and exit code 2; Ctrl-C exits with 130; a reader that
+``gpmask: error: ...`` line and exit code 2 (so does a verb that needs ONNX Runtime where
+none is installed: it is an extra the user picks); Ctrl-C exits with 130; a reader that
 stops early (``gpmask inspect demo --json | head -1``) ends the command quietly, as
 for any Unix tool.
 
@@ -45,6 +46,9 @@ VERBS = {
     "run": "run",
     "demo": "demo",
     "bench": "bench",
+    "check": "check",
+    "serve": "serve",
+    "export-triton": "export_triton",
 }
 
 
@@ -131,6 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = signal.Signals(stopped.signum).name
         print(f"gpmask: terminated ({name})", file=sys.stderr)
         return 128 + stopped.signum
+    except ModuleNotFoundError as exc:
+        if exc.name != "onnxruntime":
+            raise
+        # ONNX Runtime is an extra the user picks (CPU or GPU build; pyproject.toml)
+        from gpmask.host import onnxruntime_problem
+
+        print(f"gpmask: error: {one_line(onnxruntime_problem() or str(exc))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("gpmask: interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,5 @@
-"""What this machine has: CPU cores and instruction set, free memory, NVIDIA GPU, TensorRT.
+"""What this machine has: CPU cores and instruction set, free memory, NVIDIA GPU and
+driver, TensorRT (the full library or the lean runtime), ONNX Runtime.
 
 Every part that adapts to the machine (a backend choosing its threads, ``auto`` choosing a
 backend and a precision, ``gpmask check``, a benchmark labelling its figures) asks here,
@@ -11,10 +12,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import importlib
 import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from gpmask.bundle.manifest import EngineTarget
 from gpmask.errors import GpmaskError
@@ -122,18 +125,23 @@ class Gpu:
     compute_capability: str
 
 
+def _cuda_driver() -> ctypes.CDLL:
+    """The CUDA driver library, or a :class:`GpmaskError` saying it cannot be loaded."""
+    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
+    try:
+        return ctypes.CDLL(name)
+    except OSError as exc:
+        raise GpmaskError(f"no NVIDIA GPU visible: the CUDA driver ({name}) cannot be loaded "
+                          f"({exc})") from exc
+
+
 def gpu(device: int = 0) -> Gpu:
     """GPU ``device`` through the CUDA driver API, or a :class:`GpmaskError` saying why not.
 
     The driver library (``libcuda``) is on every machine that can run TensorRT, Jetson
     included (where ``nvidia-smi`` is not), and needs no CUDA toolkit or runtime.
     """
-    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
-    try:
-        cuda = ctypes.CDLL(name)
-    except OSError as exc:
-        raise GpmaskError(f"no NVIDIA GPU visible: the CUDA driver ({name}) cannot be loaded "
-                          f"({exc})") from exc
+    cuda = _cuda_driver()
     count = ctypes.c_int(0)
     if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or not count.value:
         raise GpmaskError("no NVIDIA GPU visible (the CUDA driver reports no device)")
@@ -159,32 +167,97 @@ def gpu_problem(device: int = 0) -> str | None:
     return None
 
 
-@functools.cache
-def tensorrt_problem() -> str | None:
-    """Why ``import tensorrt`` gives no usable TensorRT here, or None when it does.
+#: The Python packages that give TensorRT's runtime, preferred first: NVIDIA's full library
+#: (builder and runtime: ``pip install tensorrt-cu12``/``-cu13``, or JetPack's), then the
+#: lean runtime (``pip install tensorrt-lean-cu13``), which deserializes and runs
+#: version-compatible engines only and cannot build any.
+TENSORRT_PACKAGES = ("tensorrt", "tensorrt_lean")
 
-    ``importlib.util.find_spec`` is not enough: a folder named ``tensorrt`` left by a
-    stubs package, or NVIDIA's placeholder wheel, is found but has no runtime.
+
+@functools.cache
+def _tensorrt_package(name: str) -> tuple[ModuleType | None, str | None]:
+    """``import name`` as NVIDIA's TensorRT, or None and why not.
+
+    ``importlib.util.find_spec`` is not enough: a folder named ``tensorrt`` left by a stubs
+    package, or NVIDIA's placeholder wheel, is found but has no runtime; so the module is
+    imported and must have a version string and a ``Runtime`` class.
     """
     try:
-        import tensorrt
+        module = importlib.import_module(name)
     except Exception as exc:  # ImportError, or OSError for a missing libnvinfer
-        return f"the tensorrt package cannot be imported ({type(exc).__name__}: {exc})"
-    if not isinstance(getattr(tensorrt, "__version__", None), str) \
-            or not hasattr(tensorrt, "Runtime"):
-        where = getattr(tensorrt, "__file__", None) or list(getattr(tensorrt, "__path__", []))
-        return (f"the tensorrt package found at {where} is not NVIDIA's TensorRT (it has no "
-                f"__version__ or Runtime)")
+        return None, f"the {name} package cannot be imported ({type(exc).__name__}: {exc})"
+    if not isinstance(getattr(module, "__version__", None), str) \
+            or not hasattr(module, "Runtime"):
+        where = getattr(module, "__file__", None) or list(getattr(module, "__path__", []))
+        return None, (f"the {name} package found at {where} is not NVIDIA's TensorRT (it has "
+                      f"no __version__ or Runtime)")
+    return module, None
+
+
+def tensorrt_module(builder: bool = False) -> ModuleType:
+    """TensorRT's Python module: the full library where it imports, else the lean runtime
+    (``builder``: the full library only, the one that builds engines). Raises
+    :class:`GpmaskError` saying why neither is usable."""
+    problems = []
+    for name in TENSORRT_PACKAGES[:1] if builder else TENSORRT_PACKAGES:
+        module, problem = _tensorrt_package(name)
+        if module is not None:
+            return module
+        problems.append(problem)
+    raise GpmaskError("; ".join(problems))
+
+
+def tensorrt_problem(builder: bool = False) -> str | None:
+    """Why no usable TensorRT imports here (``builder``: no full library that can build
+    engines), or None when one does."""
+    try:
+        tensorrt_module(builder)
+    except GpmaskError as exc:
+        return str(exc)
     return None
 
 
-def tensorrt_target(device: int = 0) -> EngineTarget:
-    """The running TensorRT version and GPU ``device``: what an engine built here is
-    specific to. Raises :class:`GpmaskError` where TensorRT or the GPU is missing."""
-    problem = tensorrt_problem()
-    if problem:
-        raise GpmaskError(f"TensorRT is not usable here: {problem}")
-    import tensorrt
+def is_lean_runtime(module: ModuleType) -> bool:
+    """Whether ``module`` is TensorRT's lean runtime (version-compatible engines only)."""
+    return module.__name__ == TENSORRT_PACKAGES[1]
 
+
+def tensorrt_target(device: int = 0, builder: bool = False) -> EngineTarget:
+    """The running TensorRT version and GPU ``device``: what an engine built here is
+    specific to. Raises :class:`GpmaskError` where TensorRT (``builder``: the full
+    library) or the GPU is missing."""
+    try:
+        module = tensorrt_module(builder)
+    except GpmaskError as exc:
+        raise GpmaskError(f"TensorRT is not usable here: {exc}") from exc
     found = gpu(device)
-    return EngineTarget(tensorrt.__version__, found.name, found.compute_capability)
+    return EngineTarget(module.__version__, found.name, found.compute_capability,
+                        is_lean_runtime(module))
+
+
+def cuda_driver_version() -> str | None:
+    """The CUDA version the NVIDIA driver supports (``12.6``), or None without a driver."""
+    try:
+        cuda = _cuda_driver()
+    except GpmaskError:
+        return None
+    version = ctypes.c_int(0)
+    if cuda.cuDriverGetVersion(ctypes.byref(version)) != 0 or not version.value:
+        return None
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
+def onnxruntime_problem() -> str | None:
+    """Why ONNX Runtime cannot be imported here, or None when it can.
+
+    gpmask does not install it by itself: ``onnxruntime`` (CPU) and ``onnxruntime-gpu``
+    are one package under two names that overwrite each other, so the user picks one
+    (``pip install gpmask[cpu]`` or ``gpmask[gpu]``; on a Jetson, NVIDIA's wheel).
+    """
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        return (f"ONNX Runtime is not installed ({exc}); install one build: pip install "
+                f"'gpmask[cpu]' (onnxruntime) or 'gpmask[gpu]' (onnxruntime-gpu), or on a "
+                f"Jetson the onnxruntime-gpu wheel for its JetPack (docs/jetson.md)")
+    return None

@@ -36,14 +36,17 @@ def checkpoint_path(tmp_path: Path) -> Path:
 
 
 def tensorrt_skip_reason() -> str | None:
-    """Why the TensorRT tests cannot run here, or None where TensorRT and a GPU are present.
+    """Why the TensorRT tests cannot run here, or None where TensorRT's builder and a GPU
+    are present.
 
     ``import tensorrt`` working is not enough: a machine may have the package without a
     GPU, a driver or the CUDA runtime, and then every engine test would fail, not skip.
+    The tests build their engines, so TensorRT's lean runtime alone (which builds none)
+    does not do either.
     """
     from gpmask.host import gpu_problem, tensorrt_problem
 
-    problem = tensorrt_problem()
+    problem = tensorrt_problem(builder=True)
     if problem:
         return (f"TensorRT is not usable here ({problem}); engines can only be built where "
                 f"TensorRT and an NVIDIA GPU are present")
@@ -55,3 +58,13 @@ TENSORRT_SKIP_REASON = tensorrt_skip_reason()
 #: Marks a test that builds or runs real TensorRT engines.
 needs_tensorrt = pytest.mark.skipif(TENSORRT_SKIP_REASON is not None,
                                     reason=TENSORRT_SKIP_REASON or "")
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped demo model exported with its router (``auto`` routing works)."""
+    from gpmask.export import export_bundle
+
+    folder = tmp_path_factory.mktemp("demo") / "bundle"
+    export_bundle("demo", folder, verify=False, progress=False)
+    return folder

@@ -14,7 +14,7 @@ import pytest
 from gpmask.bench import run_benchmark
 from gpmask.bench.stats import latency_summary
 from gpmask.errors import GpmaskError
-from gpmask.host import tensorrt_problem
+from gpmask.host import gpu_problem, tensorrt_problem
 from gpmask.sizes import parse_size
 from tests.conftest import make_checkpoint
 
@@ -118,6 +118,22 @@ def test_memory_and_cold_start(report) -> None:
         assert record["cold_start_size"] == SIZES[0]
 
 
+def test_torch_references_are_gpu_targets_where_torch_has_cuda(monkeypatch) -> None:
+    """The torch references run on cuda:0 when torch sees a GPU, and are then measured as
+    GPU targets (device memory read); test_memory_and_cold_start expects no device
+    memory for CPU targets only."""
+    import gpmask.bench.torch_reference as torch_reference
+    from gpmask.bench.measure import target_device
+    from gpmask.bench.targets import Target, reference_specs
+
+    for device, kind in (("cuda:0", "gpu"), ("cpu", "cpu")):
+        monkeypatch.setattr(torch_reference, "torch_device", lambda d=device: d)
+        specs = reference_specs(None, "no checkpoint", 1)
+        assert specs["torch"].device == specs["torch-compile"].device == kind
+        assert target_device(Target(specs["torch"], "fp32")) == device
+        assert specs["openvino-default"].device == "cpu"
+
+
 def test_missing_backends_and_precisions_are_skipped_with_reasons(report, exported) -> None:
     lines = [skip["line"] for skip in report["skipped"]]
     assert f"int8: bundle {exported[0]} has no int8 graphs; run gpmask calibrate " \
@@ -126,8 +142,8 @@ def test_missing_backends_and_precisions_are_skipped_with_reasons(report, export
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         assert "onnxruntime-cuda: this ONNX Runtime has no CUDAExecutionProvider " \
                "(install onnxruntime-gpu)" in lines
-    if tensorrt_problem():
-        assert f"tensorrt: {tensorrt_problem()}" in lines
+    if tensorrt_problem() or gpu_problem(0):  # TensorRT's lean runtime without a GPU too
+        assert f"tensorrt: {tensorrt_problem() or gpu_problem(0)}" in lines
 
 
 def test_torch_skipped_when_bundle_checkpoint_is_not_found(exported, tmp_path) -> None:
@@ -239,8 +255,10 @@ def test_instruction_loops_count_their_operations() -> None:
 
     from gpmask.bench.instruction_limit import KERNELS
 
+    # AMX: a 16x16 tile of sums of 32 bf16 (64 u8*s8) products, two ops each
     ops = {"vfmadd231ps %%zmm": 32, "vfmadd231ps %%ymm": 16, "vdpbf16ps %%zmm": 64,
-           "vpdpbusd %%zmm": 128, "{vex} vpdpbusd %%ymm": 64, "vpmaddubsw %%ymm": 64}
+           "vpdpbusd %%zmm": 128, "{vex} vpdpbusd %%ymm": 64, "vpmaddubsw %%ymm": 64,
+           "tdpbf16ps %%tmm": 2 * 16 * 16 * 32, "tdpbusd %%tmm": 2 * 16 * 16 * 64}
     for kernels in KERNELS.values():
         for kernel in kernels:
             counted = sum(len(re.findall(re.escape('"' + mnemonic), kernel.body)) * per
@@ -264,13 +282,39 @@ def test_instruction_limits_measured_or_skipped_with_reasons(monkeypatch) -> Non
     monkeypatch.setattr(instruction_limit, "cpu_flags", lambda: {"fma", "avx2"})
     instruction_limit.instruction_limits.cache_clear()
     bare = instruction_limit.instruction_limits(1, 0.05)
-    assert bare["bf16"].reason == "this CPU lacks avx512_bf16"
+    assert bare["bf16"].reason == "this CPU lacks amx_bf16 or avx512_bf16"
     monkeypatch.setattr(instruction_limit.shutil, "which", lambda name: None)
     instruction_limit.instruction_limits.cache_clear()
     no_compiler = instruction_limit.instruction_limits(1, 0.05)
     assert all(v.reason == "no C compiler (cc or gcc) to build the instruction loop"
                for v in no_compiler.values())
     instruction_limit.instruction_limits.cache_clear()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_amx_tile_loops_build_and_run_their_instruction(precision, tmp_path) -> None:
+    """Where a CPU has AMX its tile instructions are the bf16 and int8 limit; the loop is
+    checked to build into exactly those instructions on any x86 machine with a compiler
+    (it can only run where the CPU has AMX)."""
+    import platform
+    import shutil
+    import subprocess
+
+    from gpmask.bench import instruction_limit
+
+    compiler, objdump = shutil.which("cc") or shutil.which("gcc"), shutil.which("objdump")
+    if platform.machine() != "x86_64" or not compiler or not objdump:
+        pytest.skip("needs an x86_64 machine with a C compiler and objdump")
+    kernel = instruction_limit.KERNELS[precision][0]
+    assert kernel.cpu_flag == f"amx_{precision}"
+    source, binary = tmp_path / "loop.c", tmp_path / "loop"
+    source.write_text(instruction_limit._source(kernel))
+    subprocess.run([compiler, "-O1", "-pthread", *kernel.compiler_flags, str(source), "-o",
+                    str(binary)], check=True, capture_output=True)
+    code = subprocess.run([objdump, "-d", str(binary)], capture_output=True, text=True).stdout
+    name = kernel.instruction.split()[0]
+    assert code.count(f"{name} ") == 4 and "ldtilecfg" in code and "tilerelease" in code
+    assert kernel.ops_per_iteration == 4 * 2 * 16 * 16 * (32 if precision == "bf16" else 64)
 
 
 @pytest.mark.slow
@@ -298,3 +342,24 @@ def test_torch_compile_reference_matches_eager_and_switches_without_recompiling(
         np.testing.assert_allclose(outputs[weather], eager.run(weather, batch), atol=1e-4)
     assert np.abs(outputs["rain"] - outputs["snow"]).max() > 1e-3
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # one for both weathers
+
+
+def test_auto_benchmarks_each_backend_at_the_precision_auto_takes(exported, tmp_path) -> None:
+    """The bench's default: each backend at what ``--precision auto`` takes there, which a
+    calibrated bundle makes its int8 graph; a precision also named is measured once."""
+    import shutil
+
+    from gpmask.calibration.options import CalibrationOptions
+    from gpmask.calibration.pipeline import calibrate_bundle
+
+    bundle = Path(shutil.copytree(exported[0], tmp_path / "bundle"))
+    calibrate_bundle(bundle, "int8-cpu", CalibrationOptions(
+        max_psnr_drop=100, synthetic=2, calibration_size=(32, 32), eval_size=(32, 32)))
+    result = run_benchmark(bundle, backends=["onnxruntime-cpu"], precisions=["auto", "fp32"],
+                           sizes=["32x32"], iters=1, warmup=0, progress=False)
+    # the fp32 target first: it is the quality reference
+    assert [(r["label"], r["auto"]) for r in result["results"]] == [
+        ("onnxruntime-cpu/fp32", False), ("onnxruntime-cpu/int8-cpu", True)]
+    again = run_benchmark(bundle, backends=["onnxruntime-cpu"], precisions=["auto", "int8-cpu"],
+                          sizes=["32x32"], iters=1, warmup=0, progress=False)
+    assert [r["label"] for r in again["results"]] == ["onnxruntime-cpu/int8-cpu"]

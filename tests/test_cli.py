@@ -12,7 +12,7 @@ from gpmask.sizes import size_argument, sizes_argument
 
 #: Verbs that show progress bars, each of which must let the user turn them off.
 VERBS_WITH_PROGRESS = ("train", "eval", "export", "calibrate", "build", "train-router", "run",
-                       "demo", "bench")
+                       "demo", "bench", "export-triton")
 
 
 def _verbs() -> dict[str, argparse.ArgumentParser]:

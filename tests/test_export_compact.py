@@ -218,6 +218,35 @@ def test_each_encoding_rebuilds_the_exact_weights(pattern: str, encoding: str) -
                               run(folded.SerializeToString(), x))
 
 
+def resize_graph(weight: np.ndarray) -> onnx.ModelProto:
+    """A 1x1 convolution, then nearest resizing by 2 (a Resize reading float scales)."""
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]),
+         helper.make_node("Resize", ["c", "", "scales"], ["y"], mode="nearest",
+                          coordinate_transformation_mode="asymmetric", nearest_mode="floor")],
+        "resize",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w"),
+         numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_a_resizes_scales_stay_a_plain_initializer_that_shape_inference_reads() -> None:
+    common = np.random.default_rng(4).normal(size=(2, 2, 1, 1)).astype(np.float32)
+    weather = common + np.array([1, 0, 0, 0], np.float32).reshape(common.shape)
+    models, _ = compact_graphs({"common": resize_graph(common), "w": resize_graph(weather)},
+                               "common")
+    for name, model in models.items():
+        initializers = {t.name: t for t in model.graph.initializer}
+        assert "w" not in initializers  # the weight is rebuilt...
+        assert numpy_helper.to_array(initializers["scales"]).tolist() == [1, 1, 2, 2], name
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        dims = inferred.graph.output[0].type.tensor_type.shape.dim
+        assert [d.dim_value for d in dims] == [1, 2, 8, 12], name  # ...the scales are read
+
+
 def test_compacting_a_compact_graph_is_refused(bundles) -> None:
     model = onnx.load(str(bundles["compact"] / "rain.onnx"))
     with pytest.raises(GpmaskError, match="graph 'common' already rebuilds weights.*fold it"):

@@ -157,3 +157,37 @@ def test_resize_scales_stay_in_the_graph_and_the_export_verifies(tmp_path: Path)
     assert scales and set(scales) <= inline and set(scales) <= shape_operands(graph)
     weight = next(t for t in graph.graph.initializer if t.name == "conv.weight")
     assert weight.data_location == TensorProto.EXTERNAL
+
+
+def test_resize_scales_read_through_the_fp16_converters_cast_stay_in_the_graph(
+    tmp_path: Path,
+) -> None:
+    """ONNX Runtime's fp16 converter gives a Resize its scales through a Cast to float32 when
+    the exporter described them in value_info, as torch.onnx does; ONNX Runtime reads them
+    through that Cast when it loads the graph."""
+    from gpmask.graph.fp16 import convert_graph
+
+    weight = np.random.default_rng(6).normal(size=(2, 2, 1, 1)).astype(np.float32)
+    scales = np.array([1, 1, 2, 2], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]),
+         helper.make_node("Resize", ["c", "", "scales"], ["y"], mode="nearest",
+                          coordinate_transformation_mode="asymmetric", nearest_mode="floor")],
+        "resize",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 12])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(scales, "scales")],
+        value_info=[helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4])],
+    )
+    model = convert_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    resize = next(node for node in model.graph.node if node.op_type == "Resize")
+    assert resize.input[2] != "scales"  # read through the converter's Cast
+    write_shared_weights({"fp16": model}, tmp_path, "weights.bin")
+    onnx.save(model, str(tmp_path / "fp16.onnx"))
+    stored = {t.name: t.data_location for t in model.graph.initializer}
+    assert stored == {"w": TensorProto.EXTERNAL, "scales": TensorProto.DEFAULT}
+    x = np.random.default_rng(7).random((1, 2, 4, 6), dtype=np.float32)
+    session = ort.InferenceSession(str(tmp_path / "fp16.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    expected = np.einsum("oi,nihw->nohw", weight[:, :, 0, 0], x).repeat(2, 2).repeat(2, 3)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], expected, rtol=2e-3, atol=2e-3)

@@ -106,3 +106,21 @@ def test_sensitive_ops_stay_float32() -> None:
     value = np.full((1, 4), 60.0, np.float32)  # (2 * 60) ** 2 = 14400
     result = ort.InferenceSession(converted.SerializeToString()).run(None, {"x": value})[0]
     assert result[0, 0] == pytest.approx(14400.0, rel=1e-3)
+
+
+def test_fp16_graphs_of_the_papers_network_are_stored_compact(tmp_path: Path) -> None:
+    """The converter casts constants shared by fp32 and fp16 ops (GELU's square root of two)
+    with a node of its own; folded, the fp16 graphs compact like any other and match the
+    dense fp32 graph's outputs closely."""
+    from gpmask.export import export_bundle
+
+    checkpoint = make_checkpoint(arch=("ggpm-unet", {"base_channels": 4, "num_blocks": 1}))
+    root = export_bundle(checkpoint, tmp_path / "bundle", verify=False, progress=False).root
+    calibrate_bundle(root, "fp16", SMALL)
+    bundle = Bundle.open(root)
+    assert bundle.graph("rain", "fp16").layout == "compact"
+    x = np.random.default_rng(0).random((1, 3, 32, 48), dtype=np.float32)
+    outputs = [ort.InferenceSession(str(bundle.graph_path("rain", p)),
+                                    providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+               for p in ("fp32", "fp16")]
+    assert np.abs(outputs[0] - outputs[1]).max() < 0.02

@@ -23,6 +23,7 @@ from gpmask.graph.concat_split import split_concatenated_convolutions
 from gpmask.graph.subpixel import subpixel_upsampling
 from gpmask.masking.trainer import TrainConfig, Trainer
 from gpmask.model import GGPMUNet, build_model, size_multiple
+from gpmask.model.ggpm_unet import _resize
 from tests.test_trainer import ToyPairs
 
 SMALL = {"base_channels": 4, "num_blocks": 1}
@@ -227,6 +228,14 @@ def test_forward_matches_a_functional_recomputation(shape: tuple[int, ...]) -> N
         actual = model(x)
     assert actual.shape == x.shape
     assert float((actual - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 12), (1, 5, 16, 4)])
+def test_resizing_copies_every_kth_pixel_or_repeats_each_bit_for_bit(shape) -> None:
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(_resize(x, 1 / 2), x[:, :, ::2, ::2])
+    assert torch.equal(_resize(x, 1 / 4), x[:, :, ::4, ::4])
+    assert torch.equal(_resize(x, 2), x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
 
 
 def test_output_is_the_input_plus_a_residual_and_samples_are_independent() -> None:

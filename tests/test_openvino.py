@@ -181,6 +181,15 @@ def test_auto_picks_openvino_without_a_gpu_and_says_why(bundle_dir, monkeypatch)
     assert backend("auto") == "openvino"
     assert backend("onnxruntime") == "onnxruntime-cpu"
     monkeypatch.setattr(ort_backend, "gpu_problem", lambda device: None)
+    # listed and a GPU visible, but the provider cannot start (a missing cuDNN, say)
+    monkeypatch.setattr(ort_backend, "provider_start",
+                        lambda kind, device: "ONNX Runtime could not start its "
+                                             "CUDAExecutionProvider (libcudnn.so.9: not found)")
+    choice = choose(bundle, "auto", "fp32", 0)
+    assert choice.spec.name == "openvino"
+    assert "onnxruntime-cuda: ONNX Runtime could not start its CUDAExecutionProvider " \
+           "(libcudnn.so.9: not found)" in choice.reason
+    monkeypatch.setattr(ort_backend, "provider_start", lambda kind, device: None)
     assert backend("auto") == "onnxruntime-cuda"
     if openvino_backend.precision_refusal("bf16") is None:
         assert backend("auto", "bf16") == "openvino"

@@ -21,7 +21,7 @@ import pytest
 
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
-from gpmask.host import physical_cores, tensorrt_problem
+from gpmask.host import gpu_problem, physical_cores, tensorrt_problem
 from gpmask.runtime import Restorer
 from gpmask.runtime.backends import BACKENDS
 from gpmask.runtime.backends.onnxruntime import (
@@ -234,10 +234,18 @@ def test_unknown_and_unavailable_backends_are_refused(bundle_dir):
         with pytest.raises(GpmaskError, match="^backend onnxruntime-cuda: this ONNX Runtime has "
                                               "no CUDAExecutionProvider"):
             Restorer(bundle_dir, backend="onnxruntime-cuda")
+    elif provider_problem("cuda", 0):  # onnxruntime-gpu without a GPU it can use
+        with pytest.raises(GpmaskError) as caught:
+            Restorer(bundle_dir, backend="onnxruntime-cuda")
+        assert str(caught.value) == f"backend onnxruntime-cuda: {provider_problem('cuda', 0)}"
     if tensorrt_problem():
         with pytest.raises(GpmaskError, match="^backend tensorrt: the tensorrt package cannot "
                                               "be imported"):
             Restorer(bundle_dir, backend="tensorrt")
+    elif gpu_problem(0):  # TensorRT (or its lean runtime) without a GPU
+        with pytest.raises(GpmaskError) as caught:
+            Restorer(bundle_dir, backend="tensorrt")
+        assert str(caught.value) == f"backend tensorrt: {gpu_problem(0)}"
 
 
 def test_missing_precision_is_refused(bundle_dir):
@@ -322,3 +330,109 @@ def test_same_bytes_read_as_different_tensors_get_their_own_values(tmp_path):
     assert len(shared.values) == 2
     assert outputs["a.onnx"].dtype == np.int32 and outputs["a.onnx"].shape == (4,)
     assert outputs["b.onnx"].dtype == np.int8 and outputs["b.onnx"].shape == (16,)
+
+
+# ----------------------------------------------------------------- GPU providers
+def test_a_gpu_provider_that_cannot_start_is_never_taken(bundle_dir, monkeypatch):
+    """ONNX Runtime lists its CUDA provider whenever the GPU build is installed and falls
+    back to the CPU without a word when it cannot start. Here the build is made to list it
+    and the driver to report a GPU; the real ONNX Runtime then cannot start it, and
+    neither auto nor --backend takes it: no frame ever reaches a CUDA buffer."""
+    import gpmask.runtime.backends.onnxruntime as ort_backend
+
+    if gpu_problem(0) is None and "cuda" in available_providers():
+        pytest.skip("a GPU and onnxruntime-gpu are here: the CUDA provider can start")
+    monkeypatch.setattr(ort_backend, "available_providers", lambda: ["cuda", "cpu"])
+    monkeypatch.setattr(ort_backend, "gpu_problem", lambda device: None)
+    problem = ort_backend.provider_problem("cuda", 0)  # a real session, on the real build
+    assert problem.startswith("ONNX Runtime could not start its CUDAExecutionProvider")
+    with pytest.raises(GpmaskError) as caught:
+        Restorer(bundle_dir, backend="onnxruntime-cuda")
+    assert str(caught.value) == f"backend onnxruntime-cuda: {problem}"
+    with Restorer(bundle_dir) as auto:
+        assert auto.backend_name in ("openvino", "onnxruntime-cpu")
+        assert f"onnxruntime-cuda: {problem}" in auto.choice.reason
+    # a session that falls back all the same is refused when the backend loads
+    monkeypatch.setattr(ort_backend, "provider_start", lambda kind, device: None)
+    with pytest.raises(GpmaskError, match=r"^backend onnxruntime-cuda: ONNX Runtime could not "
+                                          r"start its CUDAExecutionProvider \(the session runs "
+                                          r"on CPUExecutionProvider\)$"):
+        OnnxRuntimeBackend(Bundle.open(bundle_dir), provider="cuda")
+
+
+def test_shared_weights_are_placed_where_the_sessions_compute(dense_bundle_dir, monkeypatch):
+    """ONNX Runtime uses a shared initializer only on the device it planned the weight for:
+    CUDA sessions get the values on their GPU (no host copy kept), TensorRT's provider
+    none (its engines hold their own), CPU sessions host memory. No GPU here: the values
+    asked for on the GPU are made on the host, and the device asked is what is checked."""
+    from gpmask.runtime.backends.onnxruntime import WEIGHT_DEVICES, SharedInitializers
+
+    placed = []
+    make = ort.OrtValue.ortvalue_from_numpy
+
+    def record(array, device_type="cpu", device_id=0):
+        placed.append((device_type, device_id))
+        return make(array)
+
+    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy", staticmethod(record))
+    bundle = Bundle.open(dense_bundle_dir)
+    path = bundle.graph_path("rain")
+    shared = SharedInitializers((WEIGHT_DEVICES["cuda"], 1))
+    shared.add_graph(onnx.load(str(path), load_external_data=False), path.parent,
+                     ort.SessionOptions())
+    assert len(placed) == len(shared.values) > 0 and set(placed) == {("cuda", 1)}
+    assert WEIGHT_DEVICES["tensorrt"] is None and WEIGHT_DEVICES["cpu"] == "cpu"
+    placed.clear()
+    backend = OnnxRuntimeBackend(bundle, weathers=["rain"])  # the CPU provider
+    assert set(placed) == {("cpu", 0)} and len(placed) == len(backend.initializers.values)
+
+
+needs_cuda_provider = pytest.mark.skipif(
+    provider_problem("cuda", 0) is not None,
+    reason=f"ONNX Runtime's CUDA provider cannot run here ({provider_problem('cuda', 0)})")
+
+
+@needs_cuda_provider
+def test_cuda_sessions_share_one_gpu_copy_of_each_weight(dense_bundle_dir):
+    backend = OnnxRuntimeBackend(Bundle.open(dense_bundle_dir), provider="cuda")
+    assert {value.device_name() for value in backend.initializers.values.values()} == {"cuda"}
+    frame = RNG.random((1, 3, 32, 32), dtype=np.float32)
+    reference = OnnxRuntimeBackend(Bundle.open(dense_bundle_dir)).run("snow", frame).copy()
+    np.testing.assert_allclose(backend.run("snow", frame), reference, atol=1e-3)
+
+
+def test_tensorrt_provider_gets_the_bundles_profile_and_caches(bundle_copy, tmp_path):
+    """ONNX Runtime's TensorRT provider is given the profile `gpmask build` uses (so one
+    engine serves every frame size in it) and an engine and timing cache in the bundle,
+    named after each graph's content (the weathers share one structure)."""
+    from gpmask.export.exporter import export_bundle
+    from gpmask.runtime.backends.onnxruntime import (
+        TENSORRT_CACHE_FOLDER,
+        _provider_chain,
+        tensorrt_provider_options,
+    )
+
+    bundle = Bundle.open(bundle_copy)
+    rain = tensorrt_provider_options(bundle, "rain", "fp32")
+    cache = bundle_copy / TENSORRT_CACHE_FOLDER
+    assert rain == {
+        "trt_profile_min_shapes": "image:1x3x64x64",
+        "trt_profile_opt_shapes": "image:1x3x720x1280",
+        "trt_profile_max_shapes": "image:1x3x1080x1920",
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache),
+        "trt_engine_cache_prefix": f"rain.fp32.{bundle.graph_digest('rain', 'fp32')[:16]}",
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(cache),
+    }
+    assert cache.is_dir()
+    snow = tensorrt_provider_options(bundle, "snow", "fp32")["trt_engine_cache_prefix"]
+    assert snow.startswith("snow.fp32.") and snow[-16:] != rain["trt_engine_cache_prefix"][-16:]
+    assert _provider_chain("tensorrt", 1, rain) == [
+        ("TensorrtExecutionProvider", {"device_id": 1, **rain}),
+        ("CUDAExecutionProvider", {"device_id": 1}), ("CPUExecutionProvider", {})]
+    static = export_bundle(make_checkpoint(), tmp_path / "static", static_shape=(2, 3, 32, 48),
+                           verify=False, progress=False)
+    fixed = tensorrt_provider_options(static, "rain", "fp32")
+    assert {fixed[f"trt_profile_{w}_shapes"] for w in ("min", "opt", "max")} == \
+        {"image:2x3x32x48"}

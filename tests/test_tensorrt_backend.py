@@ -200,3 +200,138 @@ def test_frame_outside_the_profile_is_refused_and_the_next_one_runs(engines):
             restorer.restore(rng.random((100, 100, 3), dtype=np.float32), "rain")
         restored = restorer.restore(rng.random((40, 40, 3), dtype=np.float32), "rain")
         assert restored.shape == (40, 40, 3) and np.isfinite(restored).all()
+
+
+@pytest.mark.parametrize(("shape", "outside", "command"), [
+    ((4, 3, 40, 52), "a batch of 4 frames, where the engines take 1",
+     "gpmask build --min-size 32x32 --opt-size 40x52 --max-size 64x64 --max-batch 4"),
+    ((1, 3, 100, 60), "frames of 100x60, where the engines take 32x32 to 64x64",
+     "gpmask build --min-size 32x32 --opt-size 40x52 --max-size 100x64"),
+    ((2, 3, 16, 40), "a batch of 2 frames, where the engines take 1 and frames of 16x40, "
+                     "where the engines take 32x32 to 64x64",
+     "gpmask build --min-size 16x32 --opt-size 40x52 --max-size 64x64 --max-batch 2"),
+])
+def test_a_refused_input_shape_names_the_build_that_takes_it(shape, outside, command):
+    """A batch the engines' profile lacks is fixed by --max-batch, not by sizes; the advice
+    keeps the recorded sizes and widens only what the input needs."""
+    recorded = {"min": [32, 32], "opt": [40, 52], "max": [64, 64], "batch": 1}
+    message = tensorrt_backend.input_shape_refusal("rain", shape, recorded, "out/b", "fp16")
+    assert message == (f"the rain engine does not accept input shape {shape} ({outside}); "
+                       f"rebuild the engines with `{command} out/b --precision fp16`")
+    from gpmask.build.tensorrt import ShapeRange
+
+    widened = ShapeRange.of(recorded).covering(shape)
+    assert widened.outside(shape) is None and widened.outside((1, 3, 32, 32)) is None
+
+
+# ----------------------------------------------------------------- which TensorRT
+@pytest.fixture
+def stub_tensorrt(tmp_path, monkeypatch):
+    """A folder named ``tensorrt`` first on the path, as a stubs package leaves one."""
+    import sys
+
+    import gpmask.host as host
+
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text('"""type stubs only"""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    host._tensorrt_package.cache_clear()
+    yield tmp_path / "tensorrt"
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    host._tensorrt_package.cache_clear()
+
+
+def test_a_folder_named_tensorrt_is_not_taken_for_tensorrt(stub_tensorrt, exported):
+    """find_spec finds a stubs folder; gpmask imports it and refuses it by name, and
+    `--backend tensorrt` ends in a GpmaskError, not an AttributeError on __version__."""
+    from gpmask.host import gpu_problem, tensorrt_problem
+
+    problem = tensorrt_problem(builder=True)
+    assert problem == (f"the tensorrt package found at {stub_tensorrt / '__init__.py'} is not "
+                       f"NVIDIA's TensorRT (it has no __version__ or Runtime)")
+    runtime = tensorrt_problem()  # the lean runtime, where installed, is used instead
+    assert runtime is None or runtime.startswith(problem)
+    with pytest.raises(GpmaskError) as caught:
+        backends.choose(_with_engine_records(exported), "tensorrt", "fp32", 0)
+    expected = runtime or gpu_problem(0)
+    if expected:
+        assert str(caught.value) == f"backend tensorrt: {expected}"
+    else:  # the lean runtime and a GPU are here: the records are for TensorRT 10.3 on Orin
+        assert "engine engines/rain.fp32.engine was built for TensorRT 10.3.0 on Orin" in \
+            str(caught.value)
+
+
+def test_the_lean_runtime_is_taken_where_the_full_library_is_missing(stub_tensorrt):
+    from gpmask.host import is_lean_runtime, tensorrt_module
+
+    lean = pytest.importorskip("tensorrt_lean", reason="TensorRT's lean runtime is not "
+                                                       "installed")
+    module = tensorrt_module()
+    assert module is lean and is_lean_runtime(module)
+    with pytest.raises(GpmaskError, match="is not NVIDIA's TensorRT"):
+        tensorrt_module(builder=True)  # building needs the full library
+
+
+@pytest.mark.parametrize(("built", "compatible", "running", "runs"), [
+    ("10.3.0", False, EngineTarget("10.3.0", "Orin", "8.7"), True),
+    ("10.3.0", False, EngineTarget("10.8.0", "Orin", "8.7"), False),
+    ("10.3.0", True, EngineTarget("10.8.0", "Orin", "8.7"), True),
+    ("10.3.0", True, EngineTarget("11.4.0.106", "Orin", "8.7"), True),
+    ("10.8.0", True, EngineTarget("10.3.0", "Orin", "8.7"), False),
+    ("10.3.0", True, EngineTarget("10.8.0", "NVIDIA H100", "9.0"), False),
+    ("11.4.0.106", True, EngineTarget("11.4.0.106", "Orin", "8.7", lean=True), True),
+    ("11.4.0.106", False, EngineTarget("11.4.0.106", "Orin", "8.7", lean=True), False),
+])
+def test_version_compatible_engines_run_on_later_tensorrt_and_the_lean_runtime(
+        built, compatible, running, runs):
+    record = EngineRecord.of({**RECORD, "tensorrt_version": built,
+                              "version_compatible": compatible})
+    problem = record.mismatch(running, "b", "fp16")
+    assert (problem is None) == runs
+    if running.lean and not compatible:
+        assert problem == (
+            "engine engines/rain.fp16.engine was not built version-compatible, and this "
+            "machine has TensorRT lean runtime 11.4.0.106 on Orin (compute capability 8.7), "
+            "which runs version-compatible engines only; rebuild the engines with `gpmask "
+            "build b --precision fp16 --version-compatible` (on a machine with the full "
+            "TensorRT), or install the full TensorRT here")
+
+
+# ----------------------------------------------------------------- build and run agree
+def test_run_takes_the_engines_build_makes_by_default(exported, monkeypatch):
+    """`gpmask build` with no --precision makes the engines `gpmask run` (and Restorer)
+    loads with no --precision: auto takes engines first, fastest first."""
+    import argparse
+
+    from gpmask.cli import build_parser
+    from gpmask.runtime import Restorer
+
+    def default(verb: str) -> str:
+        parser = build_parser()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return sub.choices[verb].get_default("precision")
+
+    built = default("build")
+    assert (built, default("run"), default("demo")) == ("fp16", "auto", "auto")
+    assert inspect_default(Restorer, "precision") == "auto"
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_problem", lambda: None)
+    monkeypatch.setattr(tensorrt_backend, "gpu_problem", lambda device: None)
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_target", lambda device: RUNNING)
+    bundle = Bundle.open(exported)
+    bundle.manifest["engines"] = {w: {built: {**RECORD, "path": f"engines/{w}.{built}.engine"}}
+                                  for w in bundle.networks}
+    choice = backends.choose(bundle)  # what run and Restorer call with their defaults
+    assert (choice.spec.name, choice.precision) == ("tensorrt", built)
+    assert choice.reason.startswith("backend tensorrt (auto: the first that runs here), "
+                                    "precision fp16 (auto: int8: bundle ")
+    for weather in bundle.networks:  # and fp32 engines beside them do not win
+        bundle.manifest["engines"][weather]["fp32"] = {
+            **RECORD, "path": f"engines/{weather}.fp32.engine"}
+    assert backends.choose(bundle).precision == "fp16"
+
+
+def inspect_default(function, name: str):
+    import inspect
+
+    return inspect.signature(function).parameters[name].default

@@ -226,3 +226,69 @@ def test_static_shape_bundle_builds_with_its_shape(tmp_path: Path) -> None:
                                    atol=2e-3)
         with pytest.raises(GpmaskError, match="was exported for input 1x3x32x48 only"):
             engines.restore(frame[:28], "snow")
+
+
+def test_the_fold_check_before_each_build_runs_at_the_profiles_batch(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """A compact bundle exported for batches of 2 is folded and checked on a batch of 2,
+    and TensorRT's parser would be handed the folded graph with that profile. TensorRT is
+    stood in for at the point it would start (no engine is made, none is recorded)."""
+    import numpy as np
+    import onnx
+
+    import gpmask.build.tensorrt as tensorrt_build
+    from gpmask.bundle import EngineTarget
+    from gpmask.export import export_bundle
+    from gpmask.graph.session import cpu_session
+
+    root = tmp_path / "batch2"
+    export_bundle(make_checkpoint(), root, static_shape=(2, 3, 32, 48), verify=False,
+                  progress=False)
+    monkeypatch.setattr(tensorrt_build, "tensorrt_target",
+                        lambda device, builder: EngineTarget("10.3.0", "Orin", "8.7"))
+    handed = []
+
+    def parser_would_start(graph, engine, input_name, shapes, *rest):
+        model = onnx.load(str(graph))
+        handed.append((shapes, [n.op_type for n in model.graph.node], model))
+        raise GpmaskError("TensorRT would start here")
+
+    monkeypatch.setattr(tensorrt_build, "build_engine", parser_would_start)
+    with pytest.raises(GpmaskError, match="TensorRT would start here"):
+        build_bundle_engines(root, "fp32", progress=False)
+    shapes, ops, folded = handed[0]
+    assert shapes == ShapeRange.fixed(32, 48, batch=2)
+    assert shapes.nchw() == {"min": (2, 3, 32, 48), "opt": (2, 3, 32, 48),
+                             "max": (2, 3, 32, 48)}
+    compact = onnx.load(str(Bundle.open(root).graph_path("rain")))
+    assert len(compact.graph.node) > len(ops)  # the rebuild was folded away
+    batch = np.random.default_rng(0).random((2, 3, 32, 48), dtype=np.float32)
+    original = cpu_session(Bundle.open(root).graph_path("rain"))
+    np.testing.assert_array_equal(cpu_session(folded).run(None, {"image": batch})[0],
+                                  original.run(None, {"image": batch})[0])
+    assert Bundle.open(root).engines("fp32") == {}
+
+
+def test_max_batch_gives_dynamic_engines_a_batch_range(monkeypatch, capsys) -> None:
+    """Engines of a dynamic bundle take batches of 1 to --max-batch (tuned for one frame),
+    and record it; a static bundle keeps its own batch."""
+    import gpmask.build.tensorrt as tensorrt_build
+
+    asked = []
+    monkeypatch.setattr(tensorrt_build, "build_bundle_engines",
+                        lambda root, precision, shapes, *rest, **options: asked.append(shapes)
+                        or [])
+    assert main(["build", "b", "--max-batch", "4", "--no-progress"]) == 0
+    profile = profile_shapes(DYNAMIC, asked[0])
+    assert profile == ShapeRange((64, 64), (720, 1280), (1080, 1920), batch=1, max_batch=4)
+    assert profile.nchw() == {"min": (1, 3, 64, 64), "opt": (1, 3, 720, 1280),
+                              "max": (4, 3, 1080, 1920)}
+    assert profile.to_dict()["max_batch"] == 4 and "batch 1 to 4" in str(profile)
+    assert ShapeRange.of(profile.to_dict()) == profile
+    static = TensorSpec("image", 4, (2, 3, 32, 48))
+    with pytest.raises(GpmaskError, match=r"^--max-batch 4 contradicts the bundle's static "
+                                          r"input shape 2x3x32x48: its graphs take batches "
+                                          r"of 2 only"):
+        profile_shapes(static, ShapeRange.fixed(32, 48, max_batch=4))
+    assert main(["build", "b", "--max-batch", "0"]) == 2
+    assert "--max-batch must be a positive batch, got 0" in capsys.readouterr().err

@@ -9,8 +9,10 @@ precision   instruction (best the CPU has)      multiply-accumulates   ops / ins
 ==========  ==================================  =====================  ==============
 fp32        ``vfmadd231ps`` zmm (AVX-512F)      16 lanes               32
             ``vfmadd231ps`` ymm (FMA3/AVX2)     8 lanes                16
-bf16        ``vdpbf16ps`` zmm (AVX-512 BF16)    16 lanes x 2 pairs     64
-int8        ``vpdpbusd`` zmm (AVX-512 VNNI)     16 lanes x 4 u8*s8     128
+bf16        ``tdpbf16ps`` (AMX-BF16 tiles)      16 x 16 x 32 bf16      16,384
+            ``vdpbf16ps`` zmm (AVX-512 BF16)    16 lanes x 2 pairs     64
+int8        ``tdpbusd`` (AMX-INT8 tiles)        16 x 16 x 64 u8*s8     32,768
+            ``vpdpbusd`` zmm (AVX-512 VNNI)     16 lanes x 4 u8*s8     128
             ``vpdpbusd`` ymm (AVX-VNNI)         8 lanes x 4 u8*s8      64
             ``vpmaddubsw`` + ``vpmaddwd`` +     32 u8*s8 per three     64 per three
             ``vpaddd`` ymm (AVX2, no VNNI)      instructions
@@ -18,8 +20,10 @@ int8        ``vpdpbusd`` zmm (AVX-512 VNNI)     16 lanes x 4 u8*s8     128
 
 (an op is a multiply or an add: one multiply-accumulate is two ops, as in GFLOP/s.)
 The AVX2 int8 sequence is what OpenVINO's and ONNX Runtime's int8 kernels run on a
-CPU without VNNI. On a CPU with AMX, bf16 and int8 convolutions can use tile
-instructions this loop does not measure, so fractions above 100 % are possible there.
+CPU without VNNI. On a CPU with AMX, oneDNN's bf16 and int8 convolutions run on the
+tiles, so there the tile instructions are the limit (a loop of four independent
+accumulator tiles, after the tile configuration and Linux's permission to use tile
+data), and no engine can pass it.
 
 Why a loop of the bare instruction rather than a matrix product: the loop keeps its
 operands in registers, with twelve (AVX2 int8: six) independent accumulators so that
@@ -54,7 +58,13 @@ from gpmask.host import cpu_flags
 
 @dataclass(frozen=True)
 class Kernel:
-    """One instruction loop: the CPU flag it needs, compiler flags, ops per iteration."""
+    """One instruction loop: the CPU flag it needs, compiler flags, ops per iteration.
+
+    ``clear`` zeroes the loop's registers before it (default: the vector registers);
+    ``after`` runs once after it; ``thread_setup`` and ``process_setup`` are C statements
+    run in each thread before the loop and once in ``main`` (AMX: the tile
+    configuration, and the kernel's permission to use tile data).
+    """
 
     precision: str
     instruction: str
@@ -62,6 +72,10 @@ class Kernel:
     compiler_flags: tuple[str, ...]
     ops_per_iteration: int
     body: str
+    clear: str | None = None
+    after: str = ""
+    thread_setup: str = ""
+    process_setup: str = ""
 
 
 def _unrolled(template: str, count: int) -> str:
@@ -86,15 +100,48 @@ _INT8_AVX2 = Kernel("int8", "vpmaddubsw+vpmaddwd+vpaddd ymm", "avx2", ("-mavx2",
                             f'"vpmaddwd %%ymm14, %%ymm{i + 6}, %%ymm{i + 6}\\n"'
                             f'"vpaddd %%ymm{i + 6}, %%ymm{i}, %%ymm{i}\\n"' for i in range(6)))
 
-#: Per precision, the kernels to try, best first.
-KERNELS = {"fp32": (_FP32_ZMM, _FP32_YMM), "bf16": (_BF16_ZMM,),
-           "int8": (_INT8_ZMM, _INT8_AVX_VNNI, _INT8_AVX2)}
+# AMX: four 16x16 accumulator tiles (tmm0-3), each fed by one of two A tiles (tmm4-5) and
+# one of two B tiles (tmm6-7), 16 rows of 64 bytes each. One tdpbf16ps multiplies
+# 16 x 16 x 32 bf16 pairs (8,192 multiply-accumulates), one tdpbusd 16 x 16 x 64 u8*s8.
+_AMX_THREAD_SETUP = r"""
+    struct { unsigned char palette, start_row, reserved[14]; unsigned short colsb[16];
+             unsigned char rows[16]; } __attribute__((packed, aligned(64))) cfg = {0};
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
+    __asm__ volatile("ldtilecfg %0" :: "m"(cfg));
+"""
+# Linux hands out AMX tile state only on request (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+_AMX_PROCESS_SETUP = r"""
+    if (syscall(SYS_arch_prctl, 0x1023, 18)) { fprintf(stderr, "AMX tile data not permitted "
+                                                       "by the kernel\n"); return 1; }
+"""
+_AMX_CLEAR = "".join(f'"tilezero %%tmm{i}\\n"' for i in range(8))
+
+
+def _amx(precision: str, instruction: str, flag: str, macs: int) -> Kernel:
+    body = "".join(f'"{instruction} %%tmm{6 + i % 2}, %%tmm{4 + i // 2}, %%tmm{i}\\n"'
+                   for i in range(4))
+    return Kernel(precision, f"{instruction} (AMX tiles)", flag,
+                  ("-mamx-tile", f"-mamx-{precision}"), 4 * 2 * macs, body, clear=_AMX_CLEAR,
+                  after='"tilerelease\\n"', thread_setup=_AMX_THREAD_SETUP,
+                  process_setup=_AMX_PROCESS_SETUP)
+
+
+_BF16_AMX = _amx("bf16", "tdpbf16ps", "amx_bf16", 16 * 16 * 32)
+_INT8_AMX = _amx("int8", "tdpbusd", "amx_int8", 16 * 16 * 64)
+
+#: Per precision, the kernels to try, best first: where a CPU has AMX, its tile
+#: instructions are the limit a bf16 or int8 convolution can reach, not a vector loop.
+KERNELS = {"fp32": (_FP32_ZMM, _FP32_YMM), "bf16": (_BF16_AMX, _BF16_ZMM),
+           "int8": (_INT8_AMX, _INT8_ZMM, _INT8_AVX_VNNI, _INT8_AVX2)}
 
 _PROGRAM = r"""
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 static long iterations;
 
@@ -102,6 +149,7 @@ static long iterations;
 static void *loop(void *result) {
     long n = iterations;
     struct timespec start, end;
+    THREAD_SETUP
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
     __asm__ volatile(
         "vpxor %%xmm0, %%xmm0, %%xmm0\n"
@@ -110,6 +158,7 @@ static void *loop(void *result) {
         BODY
         "dec %0\n"
         "jnz 1b\n"
+        BODY_AFTER
         : "+r"(n)
         :
         : "cc", CLOBBERS);
@@ -122,6 +171,7 @@ static void *loop(void *result) {
 int main(int argc, char **argv) {
     int threads = atoi(argv[1]);
     iterations = atol(argv[2]);
+    PROCESS_SETUP
     pthread_t ids[256];
     double seconds[256];
     for (int i = 0; i < threads; i++) pthread_create(&ids[i], NULL, loop, &seconds[i]);
@@ -160,12 +210,17 @@ class InstructionLimit:
 
 
 def _source(kernel: Kernel) -> str:
-    wide = "zmm" if "zmm" in kernel.instruction else "ymm"
-    registers = [f"{wide}{i}" for i in range(15)]
-    clear = "".join(f'"vpxor %%xmm{i}, %%xmm{i}, %%xmm{i}\\n"' for i in range(1, 15))
+    if kernel.clear is not None:  # tile registers: gcc takes no clobbers for them
+        clear, registers = kernel.clear, ["memory", "xmm0"]
+    else:
+        wide = "zmm" if "zmm" in kernel.instruction else "ymm"
+        registers = [f"{wide}{i}" for i in range(15)]
+        clear = "".join(f'"vpxor %%xmm{i}, %%xmm{i}, %%xmm{i}\\n"' for i in range(1, 15))
     if kernel is _INT8_AVX2:  # int16 ones for vpmaddwd, so it only widens and adds pairs
         clear += '"vpcmpeqw %%ymm14, %%ymm14, %%ymm14\\n" "vpsrlw $15, %%ymm14, %%ymm14\\n"'
-    return (_PROGRAM.replace("BODY_CLEAR", clear).replace("BODY", kernel.body)
+    return (_PROGRAM.replace("BODY_CLEAR", clear).replace("BODY_AFTER", kernel.after)
+            .replace("BODY", kernel.body).replace("THREAD_SETUP", kernel.thread_setup)
+            .replace("PROCESS_SETUP", kernel.process_setup)
             .replace("CLOBBERS", ", ".join(f'"{r}"' for r in registers)))
 
 

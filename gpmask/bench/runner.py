@@ -45,7 +45,7 @@ from gpmask.bench.torch_reference import reference_checkpoint
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
 from gpmask.metrics import psnr
-from gpmask.precision import NAMES, check_precision
+from gpmask.precision import AUTO, NAMES, check_precision
 from gpmask.precision import precision as definition
 from gpmask.runtime.backends.onnxruntime import SessionSettings
 from gpmask.runtime.backends.openvino import CompileSettings
@@ -56,7 +56,9 @@ from gpmask.sizes import format_size, parse_size
 REPORT_SCHEMA = 1
 DEFAULT_BACKENDS = ("torch", "openvino-default", "openvino", "onnxruntime-cpu",
                     "onnxruntime-cuda", "tensorrt")
-DEFAULT_PRECISIONS = NAMES
+#: ``auto``: each backend at the precision ``--precision auto`` takes there (what a user
+#: of ``gpmask run`` gets); name precisions (or ``all``) to compare them.
+DEFAULT_PRECISIONS = (AUTO,)
 #: References that do not stand for an exact fp32 computation (OpenVINO's default may
 #: run in bf16), so never the quality reference.
 INEXACT_REFERENCES = ("openvino-default",)
@@ -96,8 +98,10 @@ def run_benchmark(
     if iters < 1 or warmup < 0:
         raise GpmaskError(f"--iters must be >= 1 and --warmup >= 0 (got {iters}, {warmup})")
     parsed = {format_size(parse_size(size)): parse_size(size) for size in sizes}
+    if "all" in precisions:
+        precisions = [AUTO, *NAMES]
     for precision in precisions:
-        check_precision(precision, "--precisions")
+        check_precision(precision, "--precisions", allow_auto=True)
     opened = Bundle.open(bundle)
     _check_sizes_fit(opened, parsed)
     source, torch_note = reference_checkpoint(opened, checkpoint) \
@@ -203,6 +207,7 @@ def _target_record(target: Target, measured: TargetMeasurement,
                                 reference[size] if reference else None),
         })
     return {"backend": target.backend, "precision": target.precision, "label": target.label,
+            "auto": target.auto,
             "device": measured.device, "inference_precision": measured.inference_precision,
             "load_s": measured.load_s,
             "cold_start_s": measured.cold_start_s, "cold_start_size": sizes[0]["size"],

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError
-from gpmask.runtime.backends import REGISTRY
+from gpmask.precision import AUTO
+from gpmask.runtime.backends import REGISTRY, runnable_precision
 from gpmask.runtime.backends.base import BackendSpec
 
 if TYPE_CHECKING:
@@ -41,10 +42,11 @@ REFERENCE_PRECISION = "fp32"
 
 @dataclass(frozen=True)
 class Target:
-    """One backend at one precision."""
+    """One backend at one precision (``auto``: the precision ``--precision auto`` chose)."""
 
     spec: BackendSpec
     precision: str
+    auto: bool = False
 
     @property
     def backend(self) -> str:
@@ -138,6 +140,13 @@ def plan_targets(
         reference = spec.name in REFERENCE_BACKENDS
         deployed += not reference
         for precision in (REFERENCE_PRECISION,) if reference else precisions:
+            if precision == AUTO:
+                chosen, passed = runnable_precision(spec, bundle)
+                if chosen is None:
+                    refused[(AUTO, "; ".join(passed))].append(spec.name)
+                elif chosen not in precisions:  # asked for by name too: measured once
+                    targets.append(Target(spec, chosen, auto=True))
+                continue
             problem = spec.refusal(bundle, precision, 0)
             if problem is None:
                 targets.append(Target(spec, precision))

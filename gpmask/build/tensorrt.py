@@ -17,10 +17,18 @@ for each instead of one that TensorRT would reject. Engines only run on the Tens
 version and GPU they were built with; both are recorded in the manifest so the
 runtime can refuse a mismatch.
 
-The optimization profile covers ``--min-size`` to ``--max-size``, tuned for
-``--opt-size`` (batch 1), except for a bundle exported with a static size (``export
---size 720x1280``): its graphs accept that shape only, so the profile is min = opt =
-max = that shape, and sizes saying anything else are refused.
+The optimization profile covers ``--min-size`` to ``--max-size`` and batches of 1 to
+``--max-batch`` (default 1), tuned for ``--opt-size`` at batch 1, except for a bundle
+exported with a static size (``export --size 720x1280``): its graphs accept that shape
+only, so the profile is min = opt = max = that shape (and its batch), and sizes saying
+anything else are refused.
+
+Version compatibility (``--version-compatible``): TensorRT's ``VERSION_COMPATIBLE`` flag
+makes engines that later TensorRT versions, and TensorRT's lean runtime on its own, run
+(TensorRT 8.6 and later; TensorRT 10 engines on TensorRT 11). The lean runtime is the
+smaller library a device needs when it only runs engines (``pip install
+tensorrt-lean-cu13``); such engines may run slower than ones built for one version, so
+the flag is the user's choice and the manifest records it.
 
 TF32: Polygraphy's builder config turns TensorRT's TF32 flag off unless asked, so fp32
 engines compute in full float32 by default; ``tf32=True`` lets fp32 convolutions and
@@ -53,7 +61,7 @@ from gpmask.bundle import Bundle, TensorSpec
 from gpmask.errors import GpmaskError, tensorrt_errors
 from gpmask.fileio import atomic_path
 from gpmask.graph.fold import dense_graph_file
-from gpmask.host import tensorrt_target
+from gpmask.host import tensorrt_module, tensorrt_target
 from gpmask.precision import TENSORRT_PRECISIONS
 from gpmask.sizes import Size, check_multiple, format_size
 
@@ -62,20 +70,33 @@ ENGINE_FOLDER = "engines"
 
 @dataclass(frozen=True)
 class ShapeRange:
-    """Min, opt and max (height, width) of the one optimization profile, and its batch."""
+    """The one optimization profile: min, opt and max (height, width), and the batch range.
+
+    ``batch`` is the smallest batch and the one the engines are tuned for; ``max_batch``
+    (default ``batch``) the largest they accept. A video loop restores one frame at a
+    time, so batch 1 is what the profile is tuned for; ``Restorer.restore_batch`` runs
+    up to ``max_batch`` frames in one call.
+    """
 
     min: Size
     opt: Size
     max: Size
     batch: int = 1
+    max_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch is None:
+            object.__setattr__(self, "max_batch", self.batch)
 
     @classmethod
-    def fixed(cls, height: int, width: int, batch: int = 1) -> ShapeRange:
-        """The profile of a static shape: min = opt = max."""
-        return cls((height, width), (height, width), (height, width), batch)
+    def fixed(cls, height: int, width: int, batch: int = 1,
+              max_batch: int | None = None) -> ShapeRange:
+        """The profile of one frame size: min = opt = max."""
+        return cls((height, width), (height, width), (height, width), batch, max_batch)
 
     def check(self, multiple: int) -> ShapeRange:
-        """This range, if every side is a multiple of ``multiple`` and min <= opt <= max."""
+        """This range, if every side is a multiple of ``multiple``, min <= opt <= max, and
+        1 <= batch <= max_batch."""
         for name, size in (("--min-size", self.min), ("--opt-size", self.opt),
                            ("--max-size", self.max)):
             check_multiple(size, multiple, name)
@@ -83,19 +104,67 @@ class ShapeRange:
             if not self.min[axis] <= self.opt[axis] <= self.max[axis]:
                 raise GpmaskError(f"profile {self}: need min <= opt <= max in height and in "
                                   f"width")
+        if not 1 <= self.batch <= self.max_batch:
+            raise GpmaskError(f"profile {self}: need 1 <= batch {self.batch} <= --max-batch "
+                              f"{self.max_batch}")
         return self
 
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> ShapeRange:
+        """The profile an engine record's ``shapes`` describe (:meth:`to_dict`)."""
+        return cls(tuple(record["min"]), tuple(record["opt"]), tuple(record["max"]),
+                   record.get("batch", 1), record.get("max_batch"))
+
+    def outside(self, shape: tuple[int, ...]) -> str | None:
+        """What of the NCHW input ``shape`` lies outside this profile, or None."""
+        batch, _, height, width = shape
+        reasons = []
+        if not self.batch <= batch <= self.max_batch:
+            accepted = self.batch if self.batch == self.max_batch else \
+                f"{self.batch} to {self.max_batch}"
+            reasons.append(f"a batch of {batch} frames, where the engines take {accepted}")
+        if not all(low <= size <= high for low, size, high in
+                   zip(self.min, (height, width), self.max, strict=True)):
+            reasons.append(f"frames of {height}x{width}, where the engines take "
+                           f"{format_size(self.min)} to {format_size(self.max)}")
+        return " and ".join(reasons) or None
+
+    def covering(self, shape: tuple[int, ...]) -> ShapeRange:
+        """This profile widened to take the NCHW input ``shape`` too (same opt size)."""
+        batch, _, height, width = shape
+        return ShapeRange((min(self.min[0], height), min(self.min[1], width)), self.opt,
+                          (max(self.max[0], height), max(self.max[1], width)),
+                          min(self.batch, batch), max(self.max_batch, batch))
+
+    def options(self) -> str:
+        """The ``gpmask build`` options that make this profile."""
+        options = " ".join(f"--{name}-size {format_size(size)}" for name, size in
+                           (("min", self.min), ("opt", self.opt), ("max", self.max)))
+        return options + (f" --max-batch {self.max_batch}" if self.max_batch > 1 else "")
+
+    def nchw(self) -> dict[str, tuple[int, int, int, int]]:
+        """The profile's ``min``, ``opt`` and ``max`` input shapes (NCHW, RGB): what TensorRT's
+        optimization profile (or ONNX Runtime's TensorRT provider) is given."""
+        return {"min": (self.batch, 3, *self.min), "opt": (self.batch, 3, *self.opt),
+                "max": (self.max_batch, 3, *self.max)}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max),
-                "batch": self.batch}
+        """As the manifest records it (``max_batch`` only where it differs from ``batch``)."""
+        record = {"min": list(self.min), "opt": list(self.opt), "max": list(self.max),
+                  "batch": self.batch}
+        if self.max_batch != self.batch:
+            record["max_batch"] = self.max_batch
+        return record
 
     def __str__(self) -> str:
-        return ", ".join(f"{name} {format_size(size)}" for name, size in
-                         (("min", self.min), ("opt", self.opt), ("max", self.max)))
+        sizes = ", ".join(f"{name} {format_size(size)}" for name, size in
+                          (("min", self.min), ("opt", self.opt), ("max", self.max)))
+        return sizes if self.max_batch == self.batch else \
+            f"{sizes}, batch {self.batch} to {self.max_batch}"
 
 
 #: The profile of a dynamic bundle when no size is given: small frames to 1080p, tuned
-#: for 720p.
+#: for 720p, one frame at a time.
 DEFAULT_PROFILE = ShapeRange((64, 64), (720, 1280), (1080, 1920))
 
 
@@ -104,19 +173,26 @@ def profile_shapes(input_spec: TensorSpec, requested: ShapeRange | None) -> Shap
 
     A static height and width (``export --size``) fix the profile (and the batch, when
     it is static too); ``requested`` may then only repeat them. Otherwise ``requested``
-    (default :data:`DEFAULT_PROFILE`) is checked against the network's size multiple,
-    batch 1.
+    (default :data:`DEFAULT_PROFILE`) is checked against the network's size multiple.
     """
     batch, _, height, width = input_spec.shape
     if height is None or width is None:
         return (requested or DEFAULT_PROFILE).check(input_spec.size_multiple)
     fixed = ShapeRange.fixed(height, width, batch or 1)
-    if requested is not None and requested != ShapeRange.fixed(height, width):
-        static = input_spec.describe()
+    if requested is None:
+        return fixed
+    static = input_spec.describe()
+    if (requested.min, requested.opt, requested.max) != (fixed.min, fixed.opt, fixed.max):
         raise GpmaskError(f"the profile ({requested}) contradicts the bundle's static input "
                           f"shape {static}: its graphs accept {height}x{width} only; leave "
                           f"--min-size, --opt-size and --max-size out, or export without "
                           f"--size for a range")
+    if requested.max_batch != 1 and (requested.batch, requested.max_batch) != \
+            (fixed.batch, fixed.max_batch):
+        raise GpmaskError(f"--max-batch {requested.max_batch} contradicts the bundle's static "
+                          f"input shape {static}: its graphs take batches of {fixed.batch} "
+                          f"only; leave --max-batch out, or export without --size for a "
+                          f"range")
     return fixed
 
 
@@ -134,9 +210,14 @@ def timing_cache_name(tensorrt_version: str, compute_capability: str, gpu_name: 
 def build_engine(
     graph: str | os.PathLike, engine: str | os.PathLike, input_name: str, shapes: ShapeRange,
     timing_cache: str | os.PathLike, workspace_mb: int | None = None, tf32: bool = False,
+    version_compatible: bool = False,
 ) -> None:
-    """Build one strongly typed engine from ``graph`` and write it to ``engine`` atomically."""
-    import tensorrt as trt
+    """Build one strongly typed engine from ``graph`` and write it to ``engine`` atomically.
+
+    ``version_compatible`` sets TensorRT's ``VERSION_COMPATIBLE`` builder flag: the plan
+    then carries a copy of the lean runtime, runs under later TensorRT versions and under
+    the lean runtime alone, and may run slower than an engine for one version.
+    """
     from polygraphy.backend.common import SaveBytes
     from polygraphy.backend.trt import (
         CreateConfig,
@@ -145,15 +226,15 @@ def build_engine(
         Profile,
     )
 
-    batch = shapes.batch
-    profile = Profile().add(input_name, min=(batch, 3, *shapes.min), opt=(batch, 3, *shapes.opt),
-                            max=(batch, 3, *shapes.max))
+    trt = tensorrt_module(builder=True)
+    profile = Profile().add(input_name, **shapes.nchw())
     pools = {trt.MemoryPoolType.WORKSPACE: workspace_mb << 20} if workspace_mb else None
     config = CreateConfig(
         profiles=[profile],
         load_timing_cache=str(timing_cache) if os.path.exists(timing_cache) else None,
         memory_pool_limits=pools,
         tf32=tf32,
+        version_compatible=version_compatible,
     )
     network = NetworkFromOnnxPath(str(graph), strongly_typed=True)
     with atomic_path(engine) as tmp, \
@@ -166,13 +247,15 @@ def build_engine(
 def build_bundle_engines(
     root: str | os.PathLike, precision: str, shapes: ShapeRange | None = None,
     workspace_mb: int | None = None, tf32: bool = False, progress: bool = True,
+    version_compatible: bool = False,
 ) -> list[str]:
     """Build one engine per weather (and ``common``) at ``precision``; returns their paths.
 
     ``shapes``: the profile (see :func:`profile_shapes`; None: the bundle's static shape,
-    or :data:`DEFAULT_PROFILE`). Refuses, before writing
-    anything, when TensorRT or a GPU is missing, when the bundle lacks the graphs of
-    ``precision``, or when any of its files does not match the manifest.
+    or :data:`DEFAULT_PROFILE`); ``version_compatible``: see :func:`build_engine`.
+    Refuses, before writing anything, when TensorRT's builder or a GPU is missing, when
+    the bundle lacks the graphs of ``precision``, or when any of its files does not match
+    the manifest.
     """
     if precision not in TENSORRT_PRECISIONS:
         raise GpmaskError(f"unknown engine precision {precision!r}; use one of "
@@ -185,7 +268,7 @@ def build_bundle_engines(
                           f"{', '.join(missing)}; run: gpmask calibrate {bundle.root} "
                           f"--precision {precision}")
     try:
-        target = tensorrt_target(0)
+        target = tensorrt_target(0, builder=True)
     except GpmaskError as exc:
         raise GpmaskError(f"{exc}; build engines on the target machine (a Jetson with "
                           f"JetPack, or a GPU machine with TensorRT 10 or 11); no file was "
@@ -205,8 +288,9 @@ def build_bundle_engines(
         with dense_graph_file(bundle.graph_path(weather, precision),
                               check_shape=sample) as graph:
             build_engine(graph, bundle.root / relative, bundle.input_spec.name, shape_range,
-                         timing_cache, workspace_mb, tf32)
-        bundle.set_engine(weather, precision, relative, target, shape_range.to_dict(), tf32)
+                         timing_cache, workspace_mb, tf32, version_compatible)
+        bundle.set_engine(weather, precision, relative, target, shape_range.to_dict(), tf32,
+                          version_compatible)
         bundle.save()  # each engine recorded as it lands: a later failure leaves no stale hash
         written.append(relative)
     return written

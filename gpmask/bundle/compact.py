@@ -62,10 +62,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from gpmask.bundle.manifest import COMPACT_PREFIX
+from gpmask.bundle.weight_store import shape_operands
 from gpmask.errors import GpmaskError
 
-#: Element types whose initializers are weights the rebuild covers (shape operands are
-#: int64 and must stay plain: shape inference reads them when a graph is loaded).
+#: Element types whose initializers are weights the rebuild covers. Shape operands (every
+#: int64 tensor, and a Resize's float scales: :func:`shape_operands`) stay plain
+#: initializers: shape inference reads them when a graph is loaded.
 WEIGHT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
                 TensorProto.DOUBLE)
 #: Ops constant folding leaves alone (ONNX Runtime keeps Q/DQ pairs for its int8 kernels;
@@ -129,8 +131,9 @@ class _Layout:
 
 def _layouts(common: onnx.ModelProto) -> list[_Layout]:
     groups: dict[int, list[TensorProto]] = {}
+    operands = shape_operands(common)
     for tensor in common.graph.initializer:
-        if tensor.data_type in WEIGHT_TYPES:
+        if tensor.data_type in WEIGHT_TYPES and tensor.name not in operands:
             groups.setdefault(tensor.data_type, []).append(tensor)
     layouts = []
     for data_type, tensors in groups.items():

@@ -164,20 +164,28 @@ class GraphRecord:
 
 @dataclass(frozen=True)
 class EngineTarget:
-    """What a TensorRT engine is specific to: the TensorRT version and the GPU."""
+    """What a TensorRT engine is specific to: the TensorRT version and the GPU; for the
+    TensorRT running here, also whether it is the lean runtime (``lean``), which runs
+    version-compatible engines only."""
 
     tensorrt_version: str
     gpu: str
     compute_capability: str
+    lean: bool = False
 
     def __str__(self) -> str:
-        return (f"TensorRT {self.tensorrt_version} on {self.gpu} "
+        runtime = "TensorRT lean runtime" if self.lean else "TensorRT"
+        return (f"{runtime} {self.tensorrt_version} on {self.gpu} "
                 f"(compute capability {self.compute_capability})")
 
 
 @dataclass(frozen=True)
 class EngineRecord:
-    """One TensorRT engine file, with what it was built for and how."""
+    """One TensorRT engine file, with what it was built for and how.
+
+    ``version_compatible``: built with TensorRT's version-compatible flag (``gpmask build
+    --version-compatible``), so that later TensorRT versions, and the lean runtime, run it.
+    """
 
     path: str
     sha256: str
@@ -185,26 +193,51 @@ class EngineRecord:
     precision: str | None = None
     shapes: dict[str, Any] | None = None
     tf32: bool = False
+    version_compatible: bool = False
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> EngineRecord:
         target = EngineTarget(*(str(record.get(key, "unknown")) for key in
                                 ("tensorrt_version", "gpu", "compute_capability")))
         return cls(record["path"], record["sha256"], target, record.get("precision"),
-                   record.get("shapes"), bool(record.get("tf32", False)))
+                   record.get("shapes"), bool(record.get("tf32", False)),
+                   bool(record.get("version_compatible", False)))
 
     def mismatch(self, running: EngineTarget, bundle_root: str | os.PathLike,
                  precision: str) -> str | None:
         """Why this engine cannot run on ``running``, or None when it can.
 
-        An engine runs only under the TensorRT version and on the GPU model it was built
-        for; TensorRT itself would fail to deserialize it or warn that it may misbehave.
+        An engine runs only on the GPU model it was built for, and under the TensorRT
+        version it was built with; TensorRT itself would fail to deserialize it or warn
+        that it may misbehave. A version-compatible engine also runs under any later
+        TensorRT (TensorRT's documentation: engines built with 8.6 and later run on later
+        runtimes, 10 on 11, never on earlier ones). TensorRT's lean runtime
+        (``running.lean``) runs version-compatible engines only.
         """
-        if self.target == running:
+        rebuild = f"`gpmask build {bundle_root} --precision {precision}"
+        if running.lean and not self.version_compatible:
+            return (f"engine {self.path} was not built version-compatible, and this machine "
+                    f"has {running}, which runs version-compatible engines only; rebuild "
+                    f"the engines with {rebuild} "
+                    f"--version-compatible` (on a machine with the full TensorRT), or "
+                    f"install the full TensorRT here")
+        same_gpu = (self.target.gpu, self.target.compute_capability) == \
+            (running.gpu, running.compute_capability)
+        version = _version_numbers(self.target.tensorrt_version)
+        runs = running.tensorrt_version == self.target.tensorrt_version or (
+            self.version_compatible and version is not None
+            and (_version_numbers(running.tensorrt_version) or ()) >= version)
+        if same_gpu and runs:
             return None
-        return (f"engine {self.path} was built for {self.target}, but this machine has "
-                f"{running}; rebuild the engines here with `gpmask build {bundle_root} "
-                f"--precision {precision}`")
+        return (f"engine {self.path} was built for {self.target}"
+                f"{' (version-compatible)' if self.version_compatible else ''}, but this "
+                f"machine has {running}; rebuild the engines here with {rebuild}`")
+
+
+def _version_numbers(version: str) -> tuple[int, ...] | None:
+    """``10.3.0.30`` as ``(10, 3, 0, 30)``, or None for a version that is not numbers."""
+    parts = version.split(".")
+    return tuple(int(part) for part in parts) if all(p.isdigit() for p in parts) else None
 
 
 @dataclass(frozen=True)
@@ -428,12 +461,14 @@ class Bundle:
         return EngineRecord.of(self._entry("engines", weather, precision))
 
     def set_engine(self, weather: str, precision: str, relative_path: str,
-                   target: EngineTarget, shapes: dict[str, Any], tf32: bool) -> None:
+                   target: EngineTarget, shapes: dict[str, Any], tf32: bool,
+                   version_compatible: bool = False) -> None:
         """Record an engine file written inside the bundle (hash computed now)."""
         record = self.record_file(
             relative_path, tensorrt_version=target.tensorrt_version, gpu=target.gpu,
             compute_capability=target.compute_capability, precision=precision,
-            shapes=shapes, strongly_typed=True, tf32=tf32)
+            shapes=shapes, strongly_typed=True, tf32=tf32,
+            version_compatible=version_compatible)
         self.manifest.setdefault("engines", {}).setdefault(weather, {})[precision] = record
 
     # ----------------------------------------------------------------- router

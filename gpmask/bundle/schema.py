@@ -78,7 +78,8 @@ _TENSOR = _object(
 _SHAPE_RANGE = _object(
     "a profile {min, opt, max} of [height, width] pairs",
     {"min": _pair("[height, width]"), "opt": _pair("[height, width]"),
-     "max": _pair("[height, width]"), "batch": _integer(1, "a positive integer")},
+     "max": _pair("[height, width]"), "batch": _integer(1, "a positive integer"),
+     "max_batch": _integer(1, "a positive integer")},
     ("min", "opt", "max"),
 )
 
@@ -88,7 +89,8 @@ _ENGINE = _object(
      "tensorrt_version": _string(), "gpu": _string(), "compute_capability": _string(),
      "precision": _string(), "shapes": _SHAPE_RANGE,
      "strongly_typed": {"type": "boolean", "description": "true or false"},
-     "tf32": {"type": "boolean", "description": "true or false"}},
+     "tf32": {"type": "boolean", "description": "true or false"},
+     "version_compatible": {"type": "boolean", "description": "true or false"}},
     ("path", "sha256"),
 )
 

@@ -77,16 +77,25 @@ def _point_at(tensor: onnx.TensorProto, location: str, offset: int, length: int)
 
 #: Operators whose inputs after the first are sizes or scales, whatever their type.
 _SIZE_OPERANDS = {"Resize": slice(1, None), "Upsample": slice(1, None)}
+#: Operators that pass their first input on, changed in type at most: ONNX Runtime's fp16
+#: converter reads a Resize's scales through a Cast to float32 it inserts.
+_PASS_THROUGH = frozenset({"Cast", "Identity"})
 
 
 def shape_operands(model: onnx.ModelProto) -> set[str]:
     """Initializers that are shape operands rather than weights: every int64 tensor (the
     pads of a Pad, the bounds of a Slice, a Reshape's shape) and the float scales of a
-    Resize (``F.interpolate(scale_factor=2)``)."""
+    Resize (``F.interpolate(scale_factor=2)``), also where a Cast stands between them."""
     names = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT64}
-    for node in model.graph.node:
-        if node.op_type in _SIZE_OPERANDS:
-            names.update(name for name in node.input[_SIZE_OPERANDS[node.op_type]] if name)
+    producers = {output: node for node in model.graph.node for output in node.output}
+    pending = [name for node in model.graph.node if node.op_type in _SIZE_OPERANDS
+               for name in node.input[_SIZE_OPERANDS[node.op_type]] if name]
+    while pending:
+        name = pending.pop()
+        names.add(name)
+        producer = producers.get(name)
+        if producer is not None and producer.op_type in _PASS_THROUGH:
+            pending.append(producer.input[0])
     return names
 
 

@@ -1,15 +1,17 @@
 """Benchmark a bundle: latency, cold start, memory, switching, work rate and quality per backend.
 
 Runs every backend available here (torch eager as the reference, OpenVINO's default
-compile as a second one, OpenVINO, ONNX Runtime on the CPU and CUDA, TensorRT) at every
-precision the bundle has (and bf16 on OpenVINO) and every frame size, batch 1, on the
-same synthetic-weather frames, and writes bench.json, bench.md and PNG plots into DIR.
+compile as a second one, OpenVINO, ONNX Runtime on the CPU and CUDA, TensorRT), each at
+the precision `--precision auto` takes there (or the precisions named, or all of them),
+at every frame size, batch 1, on the same synthetic-weather frames, and writes
+bench.json, bench.md and PNG plots into DIR.
 Each backend and precision is compared with torch eager as a latency ratio and with
 the instruction-throughput limit of its precision; a backend or precision the bundle
 or machine lacks is listed with the reason.
 
 examples:
-  gpmask bench bundle/                                 # everything available, 3 sizes
+  gpmask bench bundle/                                 # every backend at its auto precision
+  gpmask bench bundle/ --precisions all                # every backend x every precision
   gpmask bench bundle/ --backends torch,onnxruntime-cpu --sizes 256x256,720x1280
   gpmask bench bundle/ --precisions fp32,int8-cpu --iters 50 -o bench-int8/
   gpmask bench bundle/ --checkpoint model.gpmask.safetensors   # torch reference
@@ -42,7 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         metavar="LIST", help=f"from {','.join(BENCH_BACKENDS)}; default "
                                              f"{','.join(DEFAULT_BACKENDS)}")
     parser.add_argument("--precisions", type=_names, default=list(DEFAULT_PRECISIONS),
-                        metavar="LIST", help=f"from {','.join(NAMES)}; default "
+                        metavar="LIST", help=f"from auto,{','.join(NAMES)} or all (auto: "
+                                             "each backend at the precision --precision auto "
+                                             "takes there); default "
                                              f"{','.join(DEFAULT_PRECISIONS)}")
     parser.add_argument("--sizes", type=sizes_argument, metavar="HxW,...",
                         default=[parse_size(size) for size in DEFAULT_SIZES],

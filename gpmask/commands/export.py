@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         from gpmask.host import tensorrt_target
 
         try:
-            tensorrt_target(0)
+            tensorrt_target(0, builder=True)
         except GpmaskError as exc:
             raise GpmaskError(f"--engine: {exc}; build engines on the target machine; no "
                               f"file was written") from exc

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import onnx
 
+from gpmask.graph.fold import fold_rebuild
+
 #: Op types computed in fp32 inside an fp16 graph (added to the converter's defaults).
 FP32_OPS = (
     "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "ReduceProd",
@@ -28,6 +30,10 @@ def convert_graph(model: onnx.ModelProto, fp16_io: bool = False) -> onnx.ModelPr
 
     The converter appends the Casts it inserts at the end of the node list; the nodes
     are sorted again, since the ONNX checker and TensorRT's parser want them in order.
+    Where it casts an initializer (a constant an fp32 op shares with fp16 ones, such as
+    GELU's square root of two) the Cast is folded into the initializer: a node computed
+    from initializers alone is what a compact graph's weight rebuild is made of, and the
+    fp16 graphs of a compact bundle are compacted in turn.
     """
     from onnxruntime.transformers.float16 import (
         DEFAULT_OP_BLOCK_LIST,
@@ -41,5 +47,5 @@ def convert_graph(model: onnx.ModelProto, fp16_io: bool = False) -> onnx.ModelPr
         op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)),
     )
     OnnxModel(converted).topological_sort()
-    return converted
+    return fold_rebuild(converted)
 

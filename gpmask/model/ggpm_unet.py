@@ -161,22 +161,19 @@ class FeatureAttention(nn.Module):
         return features + self.merge(features * image_features)
 
 
-def _downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Every ``factor``-th pixel: nearest-neighbour resizing by ``1 / factor``.
+def _resize(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Nearest-neighbour resizing by ``scale`` (2, 1/2 or 1/4), as the original resizes.
 
-    The original resizes with ``F.interpolate(scale_factor=...)``, whose nearest
-    neighbour of output pixel i is input pixel floor(i / scale): the same pixels. As a
-    strided slice (and :func:`_upsample` as a repetition) the exported graph needs no
-    float ``scales`` constant, which the bundle would move into its external weight
-    file where ONNX shape inference cannot read it, and every size in the graph stays
-    known to shape inference (MAC counts, the calibration's graph rewrites).
+    Output pixel i is input pixel floor(i / scale): halving keeps every second pixel,
+    doubling repeats each pixel; values are copied, never computed. ``F.interpolate``
+    exports as one ONNX ``Resize`` (nearest, asymmetric, floor) with constant scales,
+    which ONNX Runtime, OpenVINO and TensorRT's parser all read. A strided slice and
+    ``repeat_interleave`` compute the same values but export as a Slice whose end is
+    INT64_MAX and a Reshape built from ``Shape``: OpenVINO 2026.4 gives such a slice of a
+    size >= 1 the symbolic size of its input, rewrites the Reshape from that, and fails
+    (``tests/test_openvino_graphs.py`` keeps the smallest graph that shows it).
     """
-    return x[:, :, ::factor, ::factor]
-
-
-def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Each pixel repeated ``factor`` times in both directions: nearest-neighbour upsampling."""
-    return x.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+    return F.interpolate(x, scale_factor=scale, mode="nearest")
 
 
 class GGPMUNet(nn.Module):
@@ -227,18 +224,18 @@ class GGPMUNet(nn.Module):
         self.SCM2 = ImageFeatures(c2)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        image2 = _downsample(image, 2)
-        image4 = _downsample(image2, 2)
+        image2 = _resize(image, 1 / 2)
+        image4 = _resize(image2, 1 / 2)
 
         e1 = self.Encoder[0](self.feat_extract[0](image))
         e2 = self.Encoder[1](self.FAM2(self.feat_extract[1](e1), self.SCM2(image2)))
         e4 = self.Encoder[2](self.FAM1(self.feat_extract[2](e2), self.SCM1(image4)))
 
         # Cross-scale fusion: every level sees all three encoder outputs at its size.
-        e4_at2 = _upsample(e4, 2)
-        fused4 = self.AFFs[2](_downsample(e1, 4), _downsample(e2, 2), e4)
-        fused2 = self.AFFs[1](_downsample(e1, 2), e2, e4_at2)
-        fused1 = self.AFFs[0](e1, _upsample(e2, 2), _upsample(e4_at2, 2))
+        e4_at2 = _resize(e4, 2)
+        fused4 = self.AFFs[2](_resize(e1, 1 / 4), _resize(e2, 1 / 2), e4)
+        fused2 = self.AFFs[1](_resize(e1, 1 / 2), e2, e4_at2)
+        fused1 = self.AFFs[0](e1, _resize(e2, 2), _resize(e4_at2, 2))
 
         d4 = self.feat_extract[3](self.Decoder[0](fused4))
         d2 = self.Decoder[1](self.Convs[0](torch.cat([d4, fused2], dim=1)))

@@ -76,6 +76,22 @@ def budget_refusal(bundle: Bundle, precision: str) -> str | None:
     return None
 
 
+def runnable_precision(candidate: BackendSpec, bundle: Bundle, precision: str = AUTO,
+                       device: int = 0) -> tuple[str | None, list[str]]:
+    """The precision ``candidate`` (available here) runs ``bundle`` at: ``precision``, or
+    for ``auto`` the first of its precisions the bundle offers within its quality budget;
+    None when there is none. Also each precision passed over, with its reason."""
+    skipped: list[str] = []
+    for option in candidate.precisions if precision == AUTO else (precision,):
+        problem = candidate.refusal(bundle, option, device)
+        if problem is None and precision == AUTO:
+            problem = budget_refusal(bundle, option)
+        if problem is None:
+            return option, skipped
+        skipped.append(f"{option}: {problem}" if precision == AUTO else problem)
+    return None, skipped
+
+
 def choose(bundle: Bundle, backend: str = AUTO, precision: str = AUTO,
            device: int = 0) -> Choice:
     """The backend and precision ``backend`` and ``precision`` mean for ``bundle`` here.
@@ -96,15 +112,10 @@ def choose(bundle: Bundle, backend: str = AUTO, precision: str = AUTO,
         if problem:
             passed.append(f"{candidate.name}: {problem}")
             continue
-        skipped: list[str] = []
-        for option in candidate.precisions if precision == AUTO else (precision,):
-            problem = candidate.refusal(bundle, option, device)
-            if problem is None and precision == AUTO:
-                problem = budget_refusal(bundle, option)
-            if problem is None:
-                return Choice(candidate, option, _reason(candidate, option, backend, precision,
-                                                         passed, skipped))
-            skipped.append(f"{option}: {problem}" if precision == AUTO else problem)
+        option, skipped = runnable_precision(candidate, bundle, precision, device)
+        if option is not None:
+            return Choice(candidate, option, _reason(candidate, option, backend, precision,
+                                                     passed, skipped))
         passed.append(f"{candidate.name}: " + ("; ".join(skipped) if precision != AUTO else
                                                "no precision it runs: " + "; ".join(skipped)))
     asked = "" if backend == AUTO else f"backend {backend}: "

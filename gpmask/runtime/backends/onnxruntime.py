@@ -6,13 +6,19 @@ weathers is stored once, at one ``(location, offset, length)``. Loading them as
 independent sessions would hold every weight once per weather and give each session
 an arena of its own. Here instead:
 
-- every distinct external tensor is read once into an ``OrtValue`` and handed to each
-  session that uses it (``SessionOptions.add_initializer``); the OrtValues are kept by
-  the backend, since ONNX Runtime requires them to outlive the sessions. A compact
-  graph's rebuild inputs (named ``compact/...``, :data:`gpmask.bundle.COMPACT_PREFIX`)
-  are the exception: ONNX Runtime folds the rebuild into the session's own weights
-  when it creates the session and drops its inputs, so each session reads those
-  itself; holding them here would keep bytes no session uses;
+- every distinct external tensor is read once into an ``OrtValue`` on the device the
+  sessions compute on (host memory for the CPU provider, the GPU for the CUDA one) and
+  handed to each session that uses it (``SessionOptions.add_initializer``); the
+  OrtValues are kept by the backend, since ONNX Runtime requires them to outlive the
+  sessions. ONNX Runtime uses a shared initializer only where it is on the device it
+  planned for that weight, and otherwise makes a copy of its own, so a host copy handed
+  to a CUDA session would be one more copy, not a shared one. TensorRT's provider
+  compiles the weights into each weather's engine, so nothing is shared there: each
+  session reads the memory-mapped weight file itself. A compact graph's rebuild inputs
+  (named ``compact/...``, :data:`gpmask.bundle.COMPACT_PREFIX`) are the other exception:
+  ONNX Runtime folds the rebuild into the session's own weights when it creates the
+  session and drops its inputs, so each session reads those itself; holding them here
+  would keep bytes no session uses;
 - one environment allocator (``create_and_register_allocator``) serves every session
   (``session.use_env_allocators = 1``): only one weather runs at a time, so one arena
   sized for one run is enough;
@@ -20,12 +26,32 @@ an arena of its own. Here instead:
   OrtValues, rebound only when the frame size changes; switching weather is picking
   another session and binding.
 
+A provider is used only once it has shown it works: ONNX Runtime lists its CUDA and
+TensorRT providers whenever the GPU build is installed, and falls back to the CPU
+without a word when one cannot start (no GPU, a missing cuDNN or TensorRT library).
+:func:`provider_problem` therefore starts a session of a tiny convolution on the
+provider, checks ``get_providers()`` and the output, and ``auto``, ``gpmask check``
+and loading all read that answer; a session that still falls back is refused.
+
+TensorRT's provider builds an engine per weather when a session starts, for the input
+shapes it sees. :func:`tensorrt_provider_options` gives it the bundle's optimization
+profile (the one ``gpmask build`` uses, :func:`gpmask.build.tensorrt.profile_shapes`),
+so one engine serves every frame size and batch in it, and an engine cache and a timing
+cache in the bundle's ``engines/onnxruntime-tensorrt/`` folder, so a restart loads the
+engines instead of building them again. The cache is keyed by each graph's content
+(:meth:`gpmask.bundle.Bundle.graph_digest`): ONNX Runtime keys its cache on the model's
+structure, and the weathers' graphs share one structure.
+
 The session options tuned for speed live in :class:`SessionSettings`, the one place
 the benchmarks read them from.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +61,7 @@ import numpy as np
 
 from gpmask.bundle import COMPACT_PREFIX, Bundle
 from gpmask.errors import GpmaskError
-from gpmask.host import gpu_problem, physical_cores
+from gpmask.host import gpu_problem, onnxruntime_problem, physical_cores
 from gpmask.precision import GRAPH_PRECISIONS
 from gpmask.runtime.backends.base import (
     Backend,
@@ -53,8 +79,15 @@ PROVIDERS = {
     "cpu": "CPUExecutionProvider",
 }
 
+#: Where each provider's sessions read a shared weight from: ONNX Runtime's device name,
+#: or None where sharing saves nothing (TensorRT's engines hold their own weights).
+WEIGHT_DEVICES = {"tensorrt": None, "cuda": "cuda", "cpu": "cpu"}
+#: The bundle folder holding TensorRT's provider caches (engines and timing).
+TENSORRT_CACHE_FOLDER = "engines/onnxruntime-tensorrt"
+
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 _env_allocator_registered = False
+log = logging.getLogger("gpmask.runtime")
 
 
 @dataclass(frozen=True)
@@ -125,7 +158,10 @@ def register_env_allocator() -> None:
 
 
 def available_providers() -> list[str]:
-    """Provider kinds (keys of :data:`PROVIDERS`) this ONNX Runtime build offers."""
+    """Provider kinds (keys of :data:`PROVIDERS`) this ONNX Runtime build lists; none
+    where ONNX Runtime is not installed."""
+    if onnxruntime_problem():
+        return []
     import onnxruntime as ort
 
     offered = set(ort.get_available_providers())
@@ -133,20 +169,96 @@ def available_providers() -> list[str]:
 
 
 def provider_problem(kind: str, device: int) -> str | None:
-    """Why ONNX Runtime cannot run on ``kind`` here: the provider missing from this build,
-    or (GPU providers) no GPU the CUDA driver reports; None when it can."""
+    """Why ONNX Runtime cannot run on ``kind`` here, or None when it can: ONNX Runtime not
+    installed, the provider missing from this build, (GPU providers) no GPU the CUDA
+    driver reports, or the provider failing to start a session (:func:`provider_start`)."""
+    problem = onnxruntime_problem()
+    if problem:
+        return problem
     if kind not in available_providers():
         hint = "" if kind == "cpu" else " (install onnxruntime-gpu)"
         return f"this ONNX Runtime has no {PROVIDERS[kind]}{hint}"
-    return None if kind == "cpu" else gpu_problem(device)
+    return (None if kind == "cpu" else gpu_problem(device)) or provider_start(kind, device)
 
 
-def _provider_chain(kind: str, device: int) -> list[tuple[str, dict[str, Any]]]:
+@functools.cache
+def provider_start(kind: str, device: int) -> str | None:
+    """Why ONNX Runtime's ``kind`` provider does not work here, or None once a session of
+    a 1x1 convolution started on it and gave the right output (once per process)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.arange(9, dtype=np.float32).reshape(3, 3, 1, 1) / 9
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a failing provider's log lines are the answer here
+    name = PROVIDERS[kind]
+    try:
+        with warnings.catch_warnings():  # ONNX Runtime warns of the fallback this checks
+            warnings.simplefilter("ignore")
+            session = ort.InferenceSession(model.SerializeToString(), options,
+                                           providers=_provider_chain(kind, device))
+        used = session.get_providers()[0]
+        if used != name:
+            return f"ONNX Runtime could not start its {name} (a session runs on {used})"
+        sample = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
+        output = session.run(None, {"x": sample})[0]
+    except Exception as exc:  # a provider failing to load raises what its library raised
+        return f"ONNX Runtime could not start its {name} ({' '.join(str(exc).split())})"
+    expected = np.einsum("oc,nchw->nohw", weight[:, :, 0, 0], sample)
+    if not np.allclose(output, expected, atol=1e-2):  # TensorRT may use TF32 or fp16
+        return f"ONNX Runtime's {name} computed a wrong convolution"
+    return None
+
+
+def _provider_chain(kind: str, device: int,
+                    tensorrt_options: dict[str, Any] | None = None
+                    ) -> list[tuple[str, dict[str, Any]]]:
     """Providers for ``kind``, with the ones it falls back to for unsupported nodes."""
     chain = {"tensorrt": ["tensorrt", "cuda", "cpu"], "cuda": ["cuda", "cpu"], "cpu": ["cpu"]}
-    return [
-        (PROVIDERS[k], {} if k == "cpu" else {"device_id": device}) for k in chain[kind]
-    ]
+    options = {"tensorrt": {"device_id": device, **(tensorrt_options or {})},
+               "cuda": {"device_id": device}, "cpu": {}}
+    return [(PROVIDERS[k], options[k]) for k in chain[kind]]
+
+
+def tensorrt_provider_options(bundle: Bundle, weather: str, precision: str
+                              ) -> dict[str, Any]:
+    """TensorRT provider options for ``weather``'s graph at ``precision``: the bundle's
+    optimization profile, and engine and timing caches in the bundle (module docstring).
+
+    Where the bundle folder cannot be written, the caches are left out (with a warning):
+    the provider then builds its engines at every start, which is slow, not wrong.
+    """
+    from gpmask.build.tensorrt import profile_shapes
+
+    profile = profile_shapes(bundle.input_spec, None).nchw()
+    name = bundle.input_spec.name
+    options: dict[str, Any] = {
+        f"trt_profile_{which}_shapes": f"{name}:{'x'.join(map(str, shape))}"
+        for which, shape in profile.items()}
+    cache = bundle.root / TENSORRT_CACHE_FOLDER
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        writable = os.access(cache, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        log.warning("cannot write %s: ONNX Runtime's TensorRT provider will build its engines "
+                    "at every start", cache)
+        return options
+    digest = bundle.graph_digest(weather, precision)[:16]
+    return {**options,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_engine_cache_prefix": f"{weather}.{precision}.{digest}",
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache)}
 
 
 class SharedInitializers:
@@ -159,11 +271,17 @@ class SharedInitializers:
     store shares *bytes*: an int32 zero point of 12 elements and an int8 one of 48 are
     the same 48 zero bytes, but not the same tensor.
 
+    On the CPU an OrtValue is the numpy array read from the file; on a GPU, a copy of it
+    in device memory, and the host array is dropped once copied.
+
     Attributes:
         values: ``(file, offset, length, type, dims)`` -> the OrtValue holding that tensor.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: tuple[str, int] = ("cpu", 0)) -> None:
+        #: ONNX Runtime's device name and index the values are placed on: where the
+        #: sessions planned the weights, or ONNX Runtime copies them (module docstring).
+        self.device = device
         self.values: dict[tuple[Path, int, int, int, tuple[int, ...]], Any] = {}
 
     def add_graph(self, graph: Any, folder: Path, options: Any) -> None:
@@ -186,7 +304,7 @@ class SharedInitializers:
             if key not in self.values:
                 array = _read_tensor(location, tensor_dtype_to_np_dtype(tensor.data_type),
                                      tuple(tensor.dims))
-                self.values[key] = ort.OrtValue.ortvalue_from_numpy(array)
+                self.values[key] = ort.OrtValue.ortvalue_from_numpy(array, *self.device)
             options.add_initializer(tensor.name, self.values[key])
 
 
@@ -240,14 +358,19 @@ class OnnxRuntimeBackend(Backend):
         verify_files(bundle, external_data_files(graphs, paths))
         if self.settings.use_env_allocators:
             register_env_allocator()
-        self.initializers = SharedInitializers()
+        weight_device = WEIGHT_DEVICES[provider]
+        self.initializers = SharedInitializers((weight_device, device) if weight_device
+                                               else ("cpu", 0))
         self.sessions: dict[str, Any] = {}
         for weather, graph in graphs.items():
             options = self.settings.session_options()
-            self.initializers.add_graph(graph, paths[weather].parent, options)
+            if weight_device:
+                self.initializers.add_graph(graph, paths[weather].parent, options)
+            engine_options = tensorrt_provider_options(bundle, weather, precision) \
+                if provider == "tensorrt" else None
             self.sessions[weather] = ort.InferenceSession(
-                str(paths[weather]), options, providers=_provider_chain(provider, device)
-            )
+                str(paths[weather]), options,
+                providers=_provider_chain(provider, device, engine_options))
             used = self.sessions[weather].get_providers()
             if used[0] != PROVIDERS[provider]:  # ONNX Runtime falls back without a word
                 raise GpmaskError(f"backend {self.name}: ONNX Runtime could not start its "

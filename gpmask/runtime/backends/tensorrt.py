@@ -8,6 +8,16 @@ input and output device buffers, copied to and from pinned host buffers on one C
 stream. Switching weather is therefore choosing another context: nothing is allocated,
 copied or rebound (buffers are rebound only when the frame size changes).
 
+The TensorRT module is NVIDIA's full library where it imports, else TensorRT's lean
+runtime (``tensorrt_lean``, :func:`gpmask.host.tensorrt_module`): the smaller library a
+device needs to run engines, which runs version-compatible engines only (``gpmask build
+--version-compatible``). Both have the same runtime API; the lean runtime has no plugin
+library, so plugins are registered with the full one only. A version-compatible plan
+carries TensorRT code of its own, which TensorRT runs only when told to trust the plan
+(``engine_host_code_allowed``): gpmask does so for engines whose bytes match the sha256
+the manifest recorded when ``gpmask build`` wrote them. ``tests/test_tensorrt_api.py``
+checks every TensorRT call made here against the real lean runtime's bindings.
+
 Written against the documented Python API of TensorRT 10.x and 11.x:
 ``ICudaEngine.device_memory_size_v2`` and ``IExecutionContext.set_device_memory(ptr,
 size)`` (10.1 and later; 11.x removed ``device_memory_size``, and the older
@@ -32,13 +42,20 @@ gpmask calls them. TensorRT's own "failed" return values (``None`` from
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 import numpy as np
 
 from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError, tensorrt_error_types, tensorrt_errors
-from gpmask.host import gpu_problem, tensorrt_problem, tensorrt_target
+from gpmask.host import (
+    gpu_problem,
+    is_lean_runtime,
+    tensorrt_module,
+    tensorrt_problem,
+    tensorrt_target,
+)
 from gpmask.precision import TENSORRT_PRECISIONS
 from gpmask.runtime.backends.base import (
     Backend,
@@ -102,15 +119,16 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, bundle: Bundle, precision: str = "fp16", device: int = 0) -> None:
-        import tensorrt as trt
         from polygraphy import cuda
 
+        trt = tensorrt_module()
         if _version_tuple(trt.__version__) < (10, 1):
             raise GpmaskError(f"TensorRT {trt.__version__} is too old; gpmask needs 10.1 or later")
         self.error_types = tensorrt_error_types()
         self.weathers = prepared_weathers(bundle, "engines", precision)
         records = bundle.engines(precision)
         self._shape_ranges = {w: r.shapes for w, r in records.items()}
+        self._root, self._precision = bundle.root, precision
         problem = _engine_problem(bundle, precision, device)
         if problem:
             raise GpmaskError(f"backend tensorrt: {problem}")
@@ -125,10 +143,15 @@ class TensorRTBackend(Backend):
         cudart = _cudart()
         cudart.check(cudart.handle.cudaSetDevice(device))
         logger = trt.Logger(trt.Logger.WARNING)
-        # The ONNX parser may have mapped an op to one of TensorRT's plugins at build time;
-        # the engine only deserializes once the plugin library is registered.
-        trt.init_libnvinfer_plugins(logger, "")
+        if not is_lean_runtime(trt):
+            # The ONNX parser may have mapped an op to one of TensorRT's plugins at build
+            # time; the engine only deserializes once the plugin library is registered.
+            trt.init_libnvinfer_plugins(logger, "")
         self._runtime = trt.Runtime(logger)
+        # A version-compatible plan runs TensorRT code it carries; its bytes were checked
+        # against the manifest's sha256 (verify_files above), so the plan is the one built.
+        self._runtime.engine_host_code_allowed = any(r.version_compatible
+                                                     for r in records.values())
         self.engines = {}
         for weather, record in records.items():
             plan = (bundle.root / record.path).read_bytes()
@@ -144,17 +167,18 @@ class TensorRTBackend(Backend):
                 raise GpmaskError(f"TensorRT could not create an execution context for the "
                                   f"{weather} engine (out of GPU memory?)")
             self.contexts[weather] = context
-        scratch_bytes = max(e.device_memory_size_v2 for e in self.engines.values())
+        scratch_bytes = max(engine.device_memory_size_v2 for engine in self.engines.values())
         self.scratch = cuda.DeviceArray.raw((max(scratch_bytes, 1),))
         for context in self.contexts.values():
             context.set_device_memory(self.scratch.ptr, self.scratch.allocated_nbytes)
 
-        first = self.engines[self.weathers[0]]
-        names = [first.get_tensor_name(i) for i in range(first.num_io_tensors)]
-        self._input = next(n for n in names if first.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self._output = next(n for n in names if first.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self._input_dtype = np.dtype(trt.nptype(first.get_tensor_dtype(self._input)))
-        self._output_dtype = np.dtype(trt.nptype(first.get_tensor_dtype(self._output)))
+        first_engine = self.engines[self.weathers[0]]
+        names = [first_engine.get_tensor_name(i) for i in range(first_engine.num_io_tensors)]
+        modes = {name: first_engine.get_tensor_mode(name) for name in names}
+        self._input = next(n for n in names if modes[n] == trt.TensorIOMode.INPUT)
+        self._output = next(n for n in names if modes[n] == trt.TensorIOMode.OUTPUT)
+        self._input_dtype = np.dtype(trt.nptype(first_engine.get_tensor_dtype(self._input)))
+        self._output_dtype = np.dtype(trt.nptype(first_engine.get_tensor_dtype(self._output)))
         self.stream = cuda.Stream()
         self._device_in = cuda.DeviceArray(dtype=self._input_dtype)
         self._device_out = cuda.DeviceArray(dtype=self._output_dtype)
@@ -167,10 +191,8 @@ class TensorRTBackend(Backend):
         self._shape = None  # until every context accepts it: a refusal forces a full rebind
         for weather, context in self.contexts.items():
             if not context.set_input_shape(self._input, shape):
-                raise GpmaskError(
-                    f"the {weather} engine does not accept input shape {shape} (its profile: "
-                    f"{self._shape_ranges[weather] or 'unrecorded'}); rebuild it with "
-                    f"`gpmask build --min-size ... --max-size ...` covering this frame size")
+                raise GpmaskError(input_shape_refusal(weather, shape, self._shape_ranges[weather],
+                                                      self._root, self._precision))
         self._output_shape = tuple(self.contexts[self.weathers[0]].get_tensor_shape(self._output))
         self._device_in.resize(shape)
         self._device_out.resize(self._output_shape)
@@ -206,6 +228,24 @@ class TensorRTBackend(Backend):
         self._host_in.free()
         self._host_out.free()
         self.stream.free()
+
+
+def input_shape_refusal(weather: str, shape: tuple[int, ...], recorded: dict[str, Any] | None,
+                        bundle_root: str | os.PathLike, precision: str) -> str:
+    """Why the ``weather`` engine refused the NCHW input ``shape``, and the ``gpmask build``
+    command whose profile (``recorded``, the manifest's ``shapes``) takes it."""
+    from gpmask.build.tensorrt import ShapeRange
+
+    if not recorded:
+        return (f"the {weather} engine does not accept input shape {shape} (its profile is "
+                f"unrecorded); rebuild the engines with `gpmask build --min-size ... "
+                f"--max-size ... --max-batch ... {bundle_root} --precision {precision}` "
+                f"covering this batch and frame size")
+    profile = ShapeRange.of(recorded)
+    outside = profile.outside(shape) or "TensorRT refused it within the recorded profile"
+    return (f"the {weather} engine does not accept input shape {shape} ({outside}); rebuild "
+            f"the engines with `gpmask build {profile.covering(shape).options()} "
+            f"{bundle_root} --precision {precision}`")
 
 
 def _engine_problem(bundle: Bundle, precision: str, device: int) -> str | None:
