@@ -69,6 +69,7 @@ def main() -> None:
           f"{'ratio':>6}")
     with tempfile.TemporaryDirectory() as folder:
         for arch in args.archs.split(","):
+            (Path(folder) / arch).mkdir()
             bundle, _ = prepared_bundle(Path(folder) / arch, random_checkpoint(arch))
             for backend in BACKENDS:
                 for height, width in parse_sizes(args.sizes):
