@@ -42,8 +42,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import shutil
 import statistics
@@ -60,11 +58,10 @@ import numpy as np
 from gpmask.bench.fixtures import checkpoint_file, random_checkpoint
 from gpmask.bench.inputs import bench_frames
 from gpmask.bench.instruction_limit import instruction_limits
-from gpmask.bench.machine import describe_machine, runtime_versions
 from gpmask.bench.macs import count_macs
+from gpmask.bench.records import write_record
 from gpmask.bundle import Bundle
-from gpmask.fileio import write_text_atomic
-from gpmask.host import notable_cpu_flags, physical_cores
+from gpmask.host import cpu_model, notable_cpu_flags, physical_cores
 from gpmask.metrics import psnr
 from gpmask.precision import precision as definition
 from gpmask.sizes import parse_size
@@ -139,9 +136,10 @@ def prepare(network: str, folder: Path, args: argparse.Namespace) -> dict[str, A
                              if arch else "demo", folder)
     fresh = export_bundle(source, folder / "fresh", verify=False).root
     calibrated = Path(shutil.copytree(fresh, folder / "calibrated"))
-    # Random weights give no restoration to keep: every layer is quantized (the
-    # latency is the architecture's); the trained demo keeps the quality budget.
-    options = CalibrationOptions(max_psnr_drop=args.max_psnr_drop if not arch else float("inf"))
+    # Random weights give no restoration to keep: every layer is quantized, on a few
+    # frames (the latency is the architecture's); the trained demo keeps the budget.
+    options = CalibrationOptions(max_psnr_drop=float("inf"), synthetic=8) if arch else \
+        CalibrationOptions(max_psnr_drop=args.max_psnr_drop)
     for precision in CALIBRATED:
         calibrate_bundle(calibrated, precision, options)
     weather = Bundle.open(fresh).weathers[0]
@@ -321,17 +319,13 @@ def main() -> int:
     args = parser.parse_args()
     threads = physical_cores()
     limits = instruction_limits(threads)
-    machine = {**describe_machine(threads), "load_average": list(os.getloadavg())}
-    print(f"machine {machine['cpu']}, flags {' '.join(notable_cpu_flags())}, {threads} "
+    print(f"machine {cpu_model()}, flags {' '.join(notable_cpu_flags())}, {threads} "
           f"threads, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("limits: " + "; ".join(
         f"{p} {v.gops:.0f} GOP/s ({v.instruction})" if v.gops else f"{p}: {v.reason}"
         for p, v in limits.items()))
-    report: dict[str, Any] = {
-        "benchmark": "bench_cpu", "date": datetime.date.today().isoformat(),
-        "command": "python benchmarks/bench_cpu.py " + " ".join(sys.argv[1:]),
-        "machine": machine, "versions": runtime_versions(),
-        "limits": {p: v.to_dict() for p, v in limits.items()}, "networks": {}}
+    report: dict[str, Any] = {"limits": {p: v.to_dict() for p, v in limits.items()},
+                              "networks": {}}
     for network in args.networks.split(","):
         with tempfile.TemporaryDirectory() as temp:
             made = prepare(network, Path(temp), args)
@@ -353,7 +347,7 @@ def main() -> int:
                 print(f"  skipped: {line}")
             report["networks"][network] = entry
     if args.output:
-        write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
+        write_record(args.output, "bench_cpu", report)
     return 0
 
 

@@ -25,7 +25,8 @@ from gpmask.runtime import Restorer
 from gpmask.runtime.backends import BACKENDS
 from gpmask.runtime.loop import run_loop
 from gpmask.runtime.routing import FixedRouter
-from gpmask.runtime.video import VideoFileSink, open_source, read_video
+from gpmask.runtime.sinks import VideoFileSink
+from gpmask.runtime.video import open_source, read_video
 from gpmask.sizes import format_size, parse_size
 
 

@@ -8,15 +8,26 @@ never imports torch. A :class:`~gpmask.errors.GpmaskError` becomes one
 none is installed: it is an extra the user picks); Ctrl-C exits with 130; a reader that
 stops early (``gpmask inspect demo --json | head -1``) ends the command quietly, as
 for any Unix tool.
+
+SIGTERM (``docker stop``, systemd, a job scheduler) and SIGHUP (a closed terminal) end
+a command exactly as Ctrl-C does: they are raised in the command as
+:class:`Terminated`, a ``KeyboardInterrupt``, so every ``finally`` and context manager
+on the way out runs: temporary files and folders beside outputs and in the system's
+temporary folder are removed, an output stopped short replaces nothing. Further
+signals are ignored while that cleanup runs, so a second Ctrl-C or ``kill`` cannot
+cut it short (``kill -9`` still can). The exit code is 128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from gpmask import __version__
@@ -71,6 +82,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP received: the command unwinds as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: Signals that stop a command: Ctrl-C, and those a service manager or terminal sends.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def stop_signals_unwind() -> Iterator[None]:
+    """Inside the block, the first of :data:`STOP_SIGNALS` raises ``KeyboardInterrupt``
+    (SIGINT) or :class:`Terminated`; those after it are ignored. Handlers can only be
+    set from the main thread; elsewhere the block runs with the process's handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpmask`` console script; returns the exit code."""
     try:
@@ -78,12 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, or a bad option (one line printed)
         return int(exit_.code or 0)
     try:
-        code = int(args._module.run(args) or 0)
+        with stop_signals_unwind():
+            code = int(args._module.run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
         return code
     except GpmaskError as exc:
         print(f"gpmask: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except Terminated as stopped:
+        name = signal.Signals(stopped.signum).name
+        print(f"gpmask: terminated ({name})", file=sys.stderr)
+        return 128 + stopped.signum
     except ModuleNotFoundError as exc:
         if exc.name != "onnxruntime":
             raise

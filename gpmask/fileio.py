@@ -10,8 +10,14 @@ it was given as input. The rule, applied here for every verb:
   target and renamed into place when complete. An existing target is replaced only
   with ``--force`` (or where the verb says so), and only when it is an empty folder or a
   folder gpmask itself wrote (the caller says how to recognise one: a bundle's
-  manifest, the demo's report, run's frame images). Anything else, a file or a folder of
-  the user's, is refused by name and left as it is;
+  manifest, the demo's report, or the :data:`MARKER` file listing what gpmask wrote,
+  which a folder must hold nothing beside). Anything else, a file or a folder of the
+  user's, is refused by name and left as it is. The old folder is moved aside under a
+  new name of its own, never a fixed one a user's file might have;
+- an output that stops before it is complete (a failure, Ctrl-C, SIGTERM) never replaces
+  the old one: its temporary file or folder is deleted, or, where the verb keeps work
+  done (``run``), renamed to :func:`partial_name` (``out.partial.avi``) when that name is
+  free;
 - no output may be one of the command's inputs (the same file after resolving links),
   a folder holding one, or an existing file inside an input folder
   (:func:`check_outputs`).
@@ -21,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -31,6 +39,11 @@ from gpmask.errors import GpmaskError
 
 #: Says whether an existing, non-empty folder is one the caller's verb wrote itself.
 FolderRecogniser = Callable[[Path], bool]
+#: The file gpmask writes into a folder output that has no record of its own (run's
+#: images), naming what wrote it and every file it wrote there.
+MARKER = "gpmask-output.json"
+
+log = logging.getLogger("gpmask")
 
 
 def _parent(target: Path) -> Path:
@@ -148,18 +161,28 @@ def new_folder_beside(target: str | os.PathLike) -> Path:
 def install_folder(tmp: Path, target: str | os.PathLike) -> None:
     """Move the complete folder ``tmp`` onto ``target``, replacing what is there.
 
-    The old folder is moved aside first and deleted only once the new one is in place.
-    Call :func:`check_replaceable` before building ``tmp``.
+    The old folder is first renamed to a new, uniquely named hidden folder beside it (a
+    fixed name such as ``.NAME.old`` may be a user's own), and deleted once the new one
+    is in place. Should anything (Ctrl-C, SIGTERM) interrupt the two renames, the old
+    folder is put back. Call :func:`check_replaceable` before building ``tmp``.
     """
     target = Path(target)
-    if os.path.lexists(target):
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
+    if not os.path.lexists(target):
         os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=_parent(target)))
+    try:
+        os.replace(target, aside)  # rename(2) may replace an empty folder
         os.replace(tmp, target)
+    except BaseException:
+        if not os.path.lexists(target):
+            os.replace(aside, target)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+        if os.path.lexists(aside):
+            log.warning("gpmask: warning: the replaced folder %s could not be deleted whole; "
+                        "it was left as %s", target, aside)
 
 
 @contextlib.contextmanager
@@ -180,6 +203,58 @@ def atomic_directory(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_marker(folder: Path, written_by: str, names: Iterable[str]) -> None:
+    """Record in ``folder`` (a folder output being built) that ``written_by`` wrote the
+    files ``names`` there, so a later run may replace the folder (:func:`marked_by`)."""
+    record = {"written_by": written_by, "files": sorted(names)}
+    (folder / MARKER).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def marked_by(written_by: str) -> FolderRecogniser:
+    """Recognises a folder whose :data:`MARKER` says ``written_by`` wrote it and which holds
+    nothing but the files the marker lists: a file a user added, or a folder of the user's
+    files that happen to have gpmask's names, makes it the user's."""
+
+    def recognise(folder: Path) -> bool:
+        try:
+            record = json.loads((folder / MARKER).read_text())
+        except (OSError, ValueError):
+            return False
+        if not isinstance(record, dict) or record.get("written_by") != written_by:
+            return False
+        listed = set(record.get("files") or []) | {MARKER}
+        return all(p.name in listed and p.is_file() and not p.is_symlink()
+                   for p in folder.iterdir())
+
+    return recognise
+
+
+def partial_name(target: str | os.PathLike) -> Path:
+    """Where an output stopped before its end is kept: ``out.avi`` -> ``out.partial.avi``,
+    ``restored`` -> ``restored.partial``; the name says the output is not whole."""
+    target = Path(target)
+    return target.with_name(f"{target.stem}.partial{target.suffix}")
+
+
+def keep_partial(tmp: Path, target: str | os.PathLike) -> Path | None:
+    """Rename the temporary output ``tmp`` (a file or folder) to :func:`partial_name` of
+    ``target`` and return that path; when the name is taken (an earlier partial output,
+    or anything of the user's) nothing is replaced: ``tmp`` is deleted and None returned."""
+    partial = partial_name(target)
+    try:
+        if tmp.is_dir():
+            if os.path.lexists(partial):
+                raise FileExistsError(partial)
+            os.rename(tmp, partial)
+        else:
+            os.link(tmp, partial)  # fails rather than replace an existing file
+            tmp.unlink()
+        return partial
+    except OSError:
+        (shutil.rmtree if tmp.is_dir() else Path.unlink)(tmp)
+        return None
 
 
 def replace_together(folder: Path, staging: Path, commit: Callable[[], None]) -> None:

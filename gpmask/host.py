@@ -1,5 +1,5 @@
-"""What this machine has: CPU cores and instruction set, NVIDIA GPU and driver, TensorRT
-(the full library or the lean runtime), ONNX Runtime.
+"""What this machine has: CPU cores and instruction set, free memory, NVIDIA GPU and
+driver, TensorRT (the full library or the lean runtime), ONNX Runtime.
 
 Every part that adapts to the machine (a backend choosing its threads, ``auto`` choosing a
 backend and a precision, ``gpmask check``, a benchmark labelling its figures) asks here,
@@ -75,6 +75,45 @@ def notable_cpu_flags() -> list[str]:
     """The flags of :data:`NOTABLE_CPU_FLAGS` this CPU has, for labelling figures."""
     flags = cpu_flags() or frozenset()
     return [flag for flag in NOTABLE_CPU_FLAGS if flag in flags]
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take: the kernel's ``MemAvailable``, or
+    less where a control group (a container's limit) leaves less; None where neither is
+    readable (not Linux)."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    for limit_file, usage_file in (("memory.max", "memory.current"),  # cgroup v2
+                                   ("memory/memory.limit_in_bytes",  # cgroup v1
+                                    "memory/memory.usage_in_bytes")):
+        try:
+            limit = (Path("/sys/fs/cgroup") / limit_file).read_text().strip()
+            usage = int((Path("/sys/fs/cgroup") / usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max" or a huge number: no limit
+            limits.append(max(0, int(limit) - usage))
+    return min(limits) if limits else None
+
+
+def format_gib(count: float) -> str:
+    """Bytes as GiB (MiB below one GiB), for messages about memory."""
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def check_memory(need: float, what: str, advice: str, available: int | None = None) -> None:
+    """Refuse work that needs ``need`` bytes when less memory is available (now, unless
+    ``available`` is given): left to run, it would grow until the kernel kills the process
+    or a library fails deep inside. ``what`` says what needs it, ``advice`` what to do."""
+    available = available_memory() if available is None else available
+    if available is not None and need > available:
+        raise GpmaskError(f"{what} needs about {format_gib(need)} of memory, and "
+                          f"{format_gib(available)} is available; {advice}")
 
 
 @dataclass(frozen=True)

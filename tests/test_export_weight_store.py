@@ -163,8 +163,9 @@ def test_resize_scales_read_through_the_fp16_converters_cast_stay_in_the_graph(
     tmp_path: Path,
 ) -> None:
     """ONNX Runtime's fp16 converter gives a Resize its scales through a Cast to float32 when
-    the exporter described them in value_info, as torch.onnx does; ONNX Runtime reads them
-    through that Cast when it loads the graph."""
+    the exporter described them in value_info, as torch.onnx does; the fp16 conversion folds
+    that Cast into a constant, which stays in the graph where ONNX Runtime's shape
+    inference reads it when it loads the graph."""
     from gpmask.graph.fp16 import convert_graph
 
     weight = np.random.default_rng(6).normal(size=(2, 2, 1, 1)).astype(np.float32)
@@ -181,11 +182,12 @@ def test_resize_scales_read_through_the_fp16_converters_cast_stay_in_the_graph(
     )
     model = convert_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
     resize = next(node for node in model.graph.node if node.op_type == "Resize")
-    assert resize.input[2] != "scales"  # read through the converter's Cast
+    assert resize.input[2] != "scales"  # the converter's Cast, folded
+    assert resize.input[2] in {t.name for t in model.graph.initializer}
     write_shared_weights({"fp16": model}, tmp_path, "weights.bin")
     onnx.save(model, str(tmp_path / "fp16.onnx"))
     stored = {t.name: t.data_location for t in model.graph.initializer}
-    assert stored == {"w": TensorProto.EXTERNAL, "scales": TensorProto.DEFAULT}
+    assert stored == {"w": TensorProto.EXTERNAL, resize.input[2]: TensorProto.DEFAULT}
     x = np.random.default_rng(7).random((1, 2, 4, 6), dtype=np.float32)
     session = ort.InferenceSession(str(tmp_path / "fp16.onnx"),
                                    providers=["CPUExecutionProvider"])

@@ -95,7 +95,7 @@ def test_uint8_output_rounds_to_nearest_level():
 
 
 @pytest.mark.parametrize(("frame", "message"), [
-    (np.zeros((4, 4, 3), np.uint16), "dtype uint16 is not supported"),
+    (np.zeros((4, 4, 3), np.int16), "dtype int16 is not supported"),
     (np.zeros((4, 4, 2), np.uint8), r"shape \(4, 4, 2\) is not an image"),
     (np.zeros((4,), np.uint8), r"shape \(4,\) is not an image"),
     (np.zeros((0, 4, 3), np.uint8), "is empty"),

@@ -7,8 +7,10 @@ the way are kept as minimal graphs, each compared with the exact Q/DQ arithmetic
 (ONNX Runtime with graph optimizations off: float convolutions on dequantized values):
 
 - a Concat read by a convolution through signed (S8) Q/DQ gives wrong results in
-  OpenVINO 2026.4 on any weight width (its int8 path shifts S8 to U8 and loses the
-  shift across the Concat); gpmask's int8 graph splits such convolutions, exactly;
+  OpenVINO 2026.4 on any weight width on x86 CPUs without AMX (its int8 path shifts S8
+  to U8 and loses the shift across the Concat; with AMX it multiplies S8 directly and
+  is right); gpmask's int8 graph splits such convolutions, exactly, so the graph it
+  ships is right on every CPU;
 - on x86 CPUs without VNNI, OpenVINO's int8 convolution saturates the int16 sums of
   ``vpmaddubsw`` with 8-bit weights (documented by OpenVINO); gpmask's graphs use
   7-bit weights.
@@ -171,6 +173,25 @@ class _QdqGraph:
             .SerializeToString()
 
 
+def _has_signed_int8_tiles() -> bool:
+    """Whether this CPU multiplies signed int8 by signed int8 directly (AMX ``tdpbssd``).
+
+    Without it (AVX2 ``vpmaddubsw``, AVX-512/AVX VNNI ``vpdpbusd``: unsigned x signed
+    only) OpenVINO shifts signed activations into the unsigned range, and that shift is
+    what it loses across a Concat. Measured: wrong on Zen 3 (AVX2) and on Zen 4 (AVX-512
+    VNNI, design notes section 4), right on a Xeon with AMX.
+    """
+    return "amx_int8" in (cpu_flags() or set())
+
+
+def _shows_concat_defect() -> bool:
+    """Whether the Concat defect is known to show on this CPU kind: x86 without AMX (both
+    kinds measured). Elsewhere (ARM, no /proc/cpuinfo) the outcome was never measured,
+    so the expectation is not strict there."""
+    flags = cpu_flags() or set()
+    return "avx2" in flags
+
+
 def _openvino_error(model: bytes, frame: np.ndarray) -> tuple[float, float]:
     """Largest difference of OpenVINO's output from the exact Q/DQ arithmetic, and the
     largest output magnitude."""
@@ -183,11 +204,12 @@ def _openvino_error(model: bytes, frame: np.ndarray) -> tuple[float, float]:
 @pytest.mark.parametrize("signed", [False, True], ids=["u8", "s8"])
 def test_openvino_concat_read_by_a_quantized_convolution(signed: bool, request) -> None:
     """Concat(x, x) -> Q/DQ -> Conv, 7-bit weights: OpenVINO 2026.4 is wrong with S8."""
-    if signed:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "OpenVINO 2026.4 defect: a Concat feeding a convolution through signed Q/DQ "
-            "gives wrong output (max error ~1.3 on outputs of ~2.4); gpmask's int8 graph "
-            "splits such convolutions (calibration/concat_split.py)")))
+    if signed and not _has_signed_int8_tiles():
+        request.applymarker(pytest.mark.xfail(strict=_shows_concat_defect(), reason=(
+            "OpenVINO 2026.4 defect on CPUs without AMX: a Concat feeding a convolution "
+            "through signed Q/DQ gives wrong output (max error ~1.3 on outputs of ~2.4); "
+            "gpmask's int8 graph splits such convolutions (graph/concat_split.py), which "
+            "test_int8_graph_within_budget_in_onnxruntime_and_openvino checks on every CPU")))
     graph = _QdqGraph(signed)
     joined = "joined"
     graph.nodes.append(helper.make_node("Concat", ["x", "x"], [joined], axis=1))

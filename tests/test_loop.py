@@ -12,10 +12,12 @@ import pytest
 
 from gpmask.cli import main
 from gpmask.errors import GpmaskError
+from gpmask.fileio import MARKER
 from gpmask.runtime import Restorer
 from gpmask.runtime.loop import run_loop
 from gpmask.runtime.routing import FixedRouter, ScheduleRouter
-from gpmask.runtime.video import ImageFolderSink, VideoFileSink, open_source
+from gpmask.runtime.sinks import ImageFolderSink, VideoFileSink
+from gpmask.runtime.video import open_source
 from tests.conftest import make_checkpoint
 
 HEIGHT, WIDTH, FRAMES = 42, 58, 16  # not multiples of the network's 4: padding is exercised
@@ -86,8 +88,9 @@ def test_schedule_routes_each_frame_to_its_weather(
     assert [r["weather"] for r in rows] == expected
     assert [int(r["frame"]) for r in rows] == list(range(FRAMES))
     assert all(float(r["restore_ms"]) >= 0 and float(r["encode_ms"]) >= 0 for r in rows)
-    written = sorted(output.iterdir())
-    assert len(written) == FRAMES
+    written = sorted(p for p in output.iterdir() if p.name != MARKER)
+    # a folder of images gives a folder of images of the same names
+    assert [p.name for p in written] == sorted(p.name for p in image_folder.iterdir())
     for index, (path, weather) in enumerate(zip(written, expected, strict=True)):
         image = cv2.imread(str(path))
         if weather == "clear":
@@ -118,7 +121,7 @@ def test_clear_frames_can_use_the_common_graph(
     sink = ImageFolderSink(tmp_path / "out")
     run_loop(open_source(str(image_folder)), restorer, FixedRouter("clear"), sink,
              clear="common", progress=False)
-    first = cv2.imread(str(tmp_path / "out" / "frame_000000.png"))
+    first = cv2.imread(str(tmp_path / "out" / "0000.png"))
     np.testing.assert_array_equal(first, restorer.restore(frames[0], "common", bgr=True))
 
 
@@ -138,16 +141,21 @@ class _InterruptAt:
 def test_interrupted_run_leaves_a_playable_partial_video(
     tmp_path: Path, restorer: Restorer, image_folder: Path, frames: list[np.ndarray]
 ) -> None:
+    """The output named is left as it was (an earlier, complete one here); the frames
+    done are a playable video under a name that says it is partial."""
     output, log = tmp_path / "out.avi", tmp_path / "frames.csv"
+    output.write_bytes(b"an earlier, complete output")
     with pytest.raises(KeyboardInterrupt):
         run_loop(open_source(str(image_folder)), _InterruptAt(restorer, 7), FixedRouter("rain"),
                  VideoFileSink(output, 10), log_path=log, progress=False)
-    count, size, decoded = _read_back(output)
+    assert output.read_bytes() == b"an earlier, complete output"
+    count, size, decoded = _read_back(tmp_path / "out.partial.avi")
     assert (count, size) == (7, (WIDTH, HEIGHT))
     direct = restorer.restore(frames[6], "rain", bgr=True)
     assert cv2.PSNR(decoded[6], direct) > 30  # the last frame done is there (MJPG-lossy)
     assert len(list(csv.DictReader(log.open()))) == 7
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.csv", "input", "out.avi"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.csv", "input", "out.avi",
+                                                          "out.partial.avi"]
 
 
 def test_truncated_input_finalises_the_frames_done_and_fails(
@@ -162,10 +170,11 @@ def test_truncated_input_finalises_the_frames_done_and_fails(
                  "--weather", "rain", "--no-progress"])
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "truncated or damaged video" in error and "frames done were written" in error
-    count, size, _ = _read_back(output)
+    assert "truncated or damaged video" in error and "frames done were kept in" in error
+    assert not output.exists()  # a stopped run never stands in for a whole one
+    count, size, _ = _read_back(tmp_path / "out.partial.avi")
     assert 0 < count < 30 and size == (WIDTH, HEIGHT)
-    assert f"{count} frames done were written" in error
+    assert f"{count} frames done were kept in {tmp_path / 'out.partial.avi'}" in error
 
 
 @pytest.mark.parametrize(
@@ -206,7 +215,8 @@ def test_schedule_missing_a_frame_stops_with_the_frames_done(
     with pytest.raises(GpmaskError, match="no entry covers frame 10"):
         run_loop(open_source(str(image_folder)), restorer, router, VideoFileSink(output, 10),
                  progress=False)
-    assert _read_back(output)[:2] == (10, (WIDTH, HEIGHT))
+    assert not output.exists()
+    assert _read_back(tmp_path / "out.partial.avi")[:2] == (10, (WIDTH, HEIGHT))
 
 
 def test_loop_routing_video_and_demo_clip_import_no_torch() -> None:
@@ -237,5 +247,5 @@ def test_run_right_after_export_uses_the_default_weather_without_a_router(
     assert main(["run", str(bundle), "-i", str(image_folder), "-o", str(output),
                  "--no-progress"]) == 0
     assert "routing rain (the default: the bundle has no router" in capsys.readouterr().err
-    first = cv2.imread(str(output / "frame_000000.png"))
+    first = cv2.imread(str(output / "0000.png"))  # the input image's name
     np.testing.assert_array_equal(first, restorer.restore(frames[0], "rain", bgr=True))

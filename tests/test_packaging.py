@@ -12,6 +12,8 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from tests.media import smooth_image, write_mjpg_avi
+
 PYPROJECT = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
 ONNX_RUNTIMES = {"onnxruntime", "onnxruntime-gpu"}
 
@@ -94,7 +96,8 @@ def test_without_onnx_runtime_each_verb_says_which_extra_to_install(demo_bundle,
     assert main(["check"]) == 0
     out = capsys.readouterr().out
     assert "ONNX Runtime  none: ONNX Runtime is not installed" in out and install in out
-    run = ["run", str(demo_bundle), "-i", str(tmp_path / "in.mp4"), "-o",
+    write_mjpg_avi(tmp_path / "in.avi", [smooth_image(32, 32, seed) for seed in range(2)])
+    run = ["run", str(demo_bundle), "-i", str(tmp_path / "in.avi"), "-o",
            str(tmp_path / "out.avi")]
     assert main([*run, "--weather", "rain", "--backend", "onnxruntime-cpu"]) == 2
     err = capsys.readouterr().err

@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 
 from gpmask.errors import GpmaskError
-from gpmask.runtime.video import (
-    ImageFolderSink,
-    VideoFileSink,
-    open_sink,
-    open_source,
-    side_by_side,
-)
+from gpmask.runtime.sinks import ImageFolderSink, VideoFileSink, open_sink
+from gpmask.runtime.video import open_source, side_by_side, to_bgr8
 
 
 def _frames(count: int, height: int = 48, width: int = 64) -> list[np.ndarray]:
@@ -86,13 +81,14 @@ def _read_all(path: Path) -> list[np.ndarray]:
 
 def test_image_folder_round_trip_is_exact_and_sorted(tmp_path: Path) -> None:
     frames = _frames(5)
-    sink = open_sink(str(tmp_path / "frames"), fps=25)
+    _write_with_opencv(tmp_path / "in.avi", frames)
+    sink = open_sink(str(tmp_path / "frames"), open_source(str(tmp_path / "in.avi")))
     assert isinstance(sink, ImageFolderSink)
     for frame in frames:
         sink.write(frame)
     sink.close()
     names = sorted(p.name for p in (tmp_path / "frames").iterdir())
-    assert names == [f"frame_{i:06d}.png" for i in range(5)]
+    assert names == [f"frame_{i:06d}.png" for i in range(5)] + ["gpmask-output.json"]
     source = open_source(str(tmp_path / "frames"))
     read = list(source.frames())
     assert [f.index for f in read] == list(range(5))
@@ -101,21 +97,30 @@ def test_image_folder_round_trip_is_exact_and_sorted(tmp_path: Path) -> None:
         np.testing.assert_array_equal(frame.pixels, original)
 
 
-def test_image_folder_converts_gray_and_rgba(tmp_path: Path) -> None:
+def test_image_folder_keeps_gray_and_rgba_and_shows_them_as_bgr(tmp_path: Path) -> None:
+    """An image keeps its layout on the way to the restorer (which restores gray as gray
+    and passes alpha through); router, side-by-side view and videos see BGR."""
     gray = np.arange(48 * 64, dtype=np.uint32).reshape(48, 64).astype(np.uint8)
     bgra = np.dstack([_frames(1)[0], np.full((48, 64), 128, np.uint8)])
     cv2.imwrite(str(tmp_path / "a.png"), gray)
     cv2.imwrite(str(tmp_path / "b.png"), bgra)
-    frames = [f.pixels for f in open_source(str(tmp_path)).frames()]
-    assert [f.shape for f in frames] == [(48, 64, 3), (48, 64, 3)]
-    np.testing.assert_array_equal(frames[0], np.repeat(gray[:, :, None], 3, axis=2))
-    np.testing.assert_array_equal(frames[1], bgra[:, :, :3])
+    frames = list(open_source(str(tmp_path)).frames())
+    assert [f.name for f in frames] == ["a.png", "b.png"]
+    np.testing.assert_array_equal(frames[0].pixels, gray)
+    np.testing.assert_array_equal(frames[1].pixels, bgra)
+    shown = [to_bgr8(f.pixels) for f in frames]
+    assert [f.shape for f in shown] == [(48, 64, 3), (48, 64, 3)]
+    np.testing.assert_array_equal(shown[0], np.repeat(gray[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(shown[1], bgra[:, :, :3])
 
 
-def test_image_folder_refuses_16_bit_pixels(tmp_path: Path) -> None:
-    cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 1000, np.uint16))
-    with pytest.raises(GpmaskError, match="unsupported pixel format uint16"):
-        list(open_source(str(tmp_path)).frames())
+def test_image_folder_keeps_16_bit_pixels(tmp_path: Path) -> None:
+    deep = np.random.default_rng(0).integers(0, 65536, (8, 8, 3)).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "a.png"), deep)
+    source = open_source(str(tmp_path))
+    assert source.dtype == np.uint16 and source.size == (8, 8)
+    np.testing.assert_array_equal(next(source.frames()).pixels, deep)
+    np.testing.assert_array_equal(to_bgr8(deep), np.rint(deep / 257).astype(np.uint8))
 
 
 def test_folder_without_images_is_refused(tmp_path: Path) -> None:
@@ -162,10 +167,12 @@ def test_truncated_video_delivers_its_frames_then_fails(tmp_path: Path) -> None:
 
 
 def test_unsupported_outputs_are_refused(tmp_path: Path) -> None:
+    _write_with_opencv(tmp_path / "in.avi", _frames(2))
+    source = open_source(str(tmp_path / "in.avi"))
     with pytest.raises(GpmaskError, match="unsupported output .gif"):
-        open_sink(str(tmp_path / "out.gif"), fps=10)
+        open_sink(str(tmp_path / "out.gif"), source)
     with pytest.raises(GpmaskError, match="folder .* does not exist"):
-        open_sink(str(tmp_path / "missing" / "out.avi"), fps=10)
+        open_sink(str(tmp_path / "missing" / "out.avi"), source)
 
 
 def test_gstreamer_pipeline_without_gstreamer_says_so() -> None:
@@ -190,9 +197,15 @@ def test_side_by_side_puts_input_left_and_captions_each_half() -> None:
         assert 6 <= band <= 24
         np.testing.assert_array_equal(half[band:], original[band:])
         # the band darkens the picture to 35 % (at most 89 here); the text is white on it
-        text = half[:band] > (original[:band] * 0.35).astype(np.uint8) + 1
-        assert text.any(axis=2).mean() > 0.02
-        assert (original[:band] * 0.35).max() < 90 and half[:band].max() >= 200
+        darkened = (original[:band] * 0.35).astype(np.uint8)
+        text = (half[:band] > darkened + 1).any(axis=2)
+        assert text.mean() > 0.02
+        assert darkened.max() < 90
+        # readable: the text stands out from the band. How bright anti-aliased strokes of
+        # a one-pixel font get depends on OpenCV's rasteriser (its SIMD path differs by
+        # CPU), so the check is a contrast, not a pixel value.
+        brightness = half[:band].max(axis=2)
+        assert np.percentile(brightness[text], 90) >= brightness[~text].max() + 50
     other = side_by_side(left, right, "input", "restored: rain, 3.0 ms")
     assert not np.array_equal(other[:, 64:], both[:, 64:])
     np.testing.assert_array_equal(other[:, :64], both[:, :64])

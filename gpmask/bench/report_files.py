@@ -8,8 +8,10 @@ per precision), ``versions``, ``reference``, ``macs`` per size, ``results`` (one
 record per backend/precision: device, load and cold-start seconds, memory, and per
 size latency percentiles, FPS, switching, work rate and its fractions of the matmul
 peak and of the precision's instruction limit, PSNR, ``vs_torch``) and
-``skipped`` (one line of reason each). Every file is written atomically into the
-output folder, after all measurements, so a failed run leaves the previous report.
+``skipped`` (one line of reason each). The report is written into a new folder beside
+the output, after all measurements, and replaces it only when that is empty or an
+earlier report holding nothing else: a failed run leaves the previous report, and a
+folder of the user's (a ``bench.md`` of their own, say) is refused, never written into.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gpmask.errors import GpmaskError
-from gpmask.fileio import check_folder_output, write_text_atomic
+from gpmask.fileio import atomic_directory, check_replaceable, write_text_atomic
+
+#: What a report folder is called in messages.
+REPORT_FOLDER = "an earlier bench report"
+#: The files a report folder holds.
+REPORT_FILES = ("bench.json", "bench.md")
 
 COLUMNS = ("backend", "precision", "size", "p50 ms", "p90 ms", "p99 ms", "mean ms", "FPS",
            "x torch", "switch x", "GFLOP/s", "of peak", "of limit", "PSNR dB")
@@ -101,16 +107,33 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_report_folder(folder: Path) -> bool:
+    """Whether ``folder`` is an earlier report: a ``bench.json`` of a report beside only the
+    files a report holds."""
+    from gpmask.bench.plots import LATENCY_PLOT, QUALITY_PLOT
+
+    try:
+        earlier = json.loads((folder / "bench.json").read_text())
+    except (OSError, ValueError):
+        return False
+    names = {*REPORT_FILES, LATENCY_PLOT, QUALITY_PLOT}
+    return isinstance(earlier, dict) and "results" in earlier and \
+        all(p.name in names and p.is_file() for p in folder.iterdir())
+
+
+def check_report_folder(folder: str | os.PathLike) -> None:
+    """Refuse, before any measurement, an output folder the report may not replace."""
+    check_replaceable(folder, True, is_report_folder, REPORT_FOLDER)
+
+
 def write_report(report: dict[str, Any], folder: str | os.PathLike) -> list[Path]:
-    """Write ``bench.json``, ``bench.md`` and the plots into ``folder``; return the paths."""
+    """Write ``bench.json``, ``bench.md`` and the plots as the folder ``folder``; return
+    the paths."""
     from gpmask.bench.plots import write_plots
 
     folder = Path(folder)
-    check_folder_output(folder)
-    try:
-        folder.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise GpmaskError(f"cannot write into {folder}: {exc.strerror or exc}") from exc
-    write_text_atomic(folder / "bench.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(folder / "bench.md", markdown(report))
-    return [folder / "bench.json", folder / "bench.md", *write_plots(report, folder)]
+    with atomic_directory(folder, True, is_report_folder, REPORT_FOLDER) as new:
+        write_text_atomic(new / "bench.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(new / "bench.md", markdown(report))
+        plots = write_plots(report, new)
+    return [folder / "bench.json", folder / "bench.md", *(folder / p.name for p in plots)]

@@ -65,6 +65,15 @@ INEXACT_REFERENCES = ("openvino-default",)
 DEFAULT_SIZES = ("256x256", "480x854", "720x1280")
 
 
+def _check_sizes_fit(bundle: Bundle, sizes: dict[str, tuple[int, int]]) -> None:
+    """Refuse, before any target loads, a size whose frames this machine cannot hold."""
+    from gpmask.runtime.memory import WorkingMemory
+
+    memory = WorkingMemory.of_bundle(bundle)
+    for size in sizes.values():
+        memory.check(padded_size(*size, bundle.size_multiple), "--sizes")
+
+
 def run_benchmark(
     bundle: str | os.PathLike,
     backends: Sequence[str] = DEFAULT_BACKENDS,
@@ -94,6 +103,7 @@ def run_benchmark(
     for precision in precisions:
         check_precision(precision, "--precisions", allow_auto=True)
     opened = Bundle.open(bundle)
+    _check_sizes_fit(opened, parsed)
     source, torch_note = reference_checkpoint(opened, checkpoint) \
         if {"torch", "torch-compile"} & set(backends) else (None, None)
     settings = SessionSettings()

@@ -39,7 +39,9 @@ def reference_checkpoint(
         if recorded is not None and sha256_file(path) != recorded:
             raise GpmaskError(f"checkpoint {path} is not the one bundle {bundle.root} was "
                               f"exported from (sha256 differs from the manifest's)")
-        return MaskedCheckpoint.load(path), str(path)
+        loaded = MaskedCheckpoint.load(path)
+        _check_same_network(loaded, bundle, path)
+        return loaded, str(path)
     if recorded is None:
         return None, ("the bundle records no checkpoint file (exported from memory); "
                       "pass --checkpoint")
@@ -48,6 +50,21 @@ def reference_checkpoint(
         return MaskedCheckpoint.load(demo), "demo"
     return None, (f"the bundle's checkpoint (sha256 {recorded[:12]}...) is not the shipped "
                   f"demo; pass --checkpoint PATH")
+
+
+def _check_same_network(checkpoint: MaskedCheckpoint, bundle: Bundle, path: object) -> None:
+    """Refuse a checkpoint of another architecture or weathers than the bundle's: for a
+    bundle exported from memory there is no file hash to compare, but the manifest keeps
+    the checkpoint's architecture, and a torch reference of another network would make
+    every ratio and PSNR of the report meaningless."""
+    recorded = bundle.checkpoint_metadata
+    ours = {"arch": checkpoint.arch, "arch_kwargs": checkpoint.arch_kwargs}
+    theirs = {key: recorded.get(key) for key in ours}
+    missing = [w for w in bundle.weathers if w not in checkpoint.weathers]
+    if (recorded.get("arch") is not None and ours != theirs) or missing:
+        raise GpmaskError(f"checkpoint {path} is not the one bundle {bundle.root} was exported "
+                          f"from (its network is {ours}, the bundle's {theirs}"
+                          + (f"; it lacks {', '.join(missing)}" if missing else "") + ")")
 
 
 class TorchEagerBackend(Backend):

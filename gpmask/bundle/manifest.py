@@ -8,6 +8,7 @@ so an edge device can load a bundle with numpy alone.
 
     {
       "format_version": 1,
+      "id": "3f2a...",                                 # made at export; graphs carry it
       "layout": "compact",                             # or "dense" (absent: dense)
       "weathers": ["rain", "raindrop", "snow"],        # ordered as in the checkpoint
       "default_weather": "rain",
@@ -36,9 +37,11 @@ so an edge device can load a bundle with numpy alone.
       "verification": {"status": "passed", "report": "reports/export.json"}  # or "skipped"
     }
 
-Every path is relative to the bundle folder. :mod:`gpmask.bundle.schema` holds the JSON
-Schema of this layout; :meth:`Bundle.open` validates every manifest against it and checks
-every file against its sha256 before any verb reads the bundle.
+Every path is relative to the bundle folder, and none may lead out of it (through a
+link either). :mod:`gpmask.bundle.schema` holds the JSON Schema of this layout;
+:meth:`Bundle.open` validates every manifest against it and checks every file against
+its sha256, and each graph against the identity written into it
+(:mod:`gpmask.bundle.identity`), before any verb reads the bundle.
 
 ``layout`` (a string, ``"compact"`` or ``"dense"``) says how the export stored the
 weathers: ``dense`` graphs hold their full weights (a tensor identical in two graphs is
@@ -60,6 +63,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,6 +288,7 @@ class Bundle:
         """A new bundle in ``root`` with no graphs or weights recorded yet (not saved)."""
         return cls(root, {
             "format_version": FORMAT_VERSION,
+            "id": uuid.uuid4().hex,
             "layout": layout,
             "weathers": list(weathers),
             "default_weather": weathers[0],
@@ -368,6 +373,11 @@ class Bundle:
         return (self.manifest.get("checkpoint") or {}).get("sha256")
 
     @property
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """What the export recorded of its checkpoint (architecture, weathers, ...)."""
+        return dict((self.manifest.get("checkpoint") or {}).get("metadata") or {})
+
+    @property
     def verification(self) -> dict[str, Any]:
         """The export's verification: ``{"status": ..., "report": ...}``."""
         return dict(self.manifest.get("verification", {"status": "unknown"}))
@@ -418,7 +428,22 @@ class Bundle:
     def set_graph(self, weather: str, precision: str, relative_path: str,
                   layout: str = "dense", quality: GraphQuality | None = None) -> None:
         """Record ``weather``'s graph at ``precision`` (hash computed now), its layout, and
-        for a calibrated graph its measured quality."""
+        for a calibrated graph its measured quality.
+
+        The graph file is first given the identity the record implies (bundle, weather,
+        precision, weight files, size multiple; :mod:`gpmask.bundle.identity`), so the
+        record and the file cannot later be swapped unnoticed. Its weight files must be
+        written before it is recorded.
+        """
+        from gpmask.bundle import identity
+
+        path = self.root / relative_path
+        if "id" in self.manifest:  # bundles exported before identities have none
+            locations = identity.weight_locations(identity.load_graph(path, relative_path))
+            digests = {location: self._file_sha256(location) for location in locations}
+            identity.stamp(path, identity.graph_props(
+                self.manifest["id"], weather, precision,
+                identity.weights_digest(locations, digests), self.size_multiple))
         record = self.record_file(relative_path, layout=layout)
         if quality is not None:
             record["quality"] = vars(quality).copy()
@@ -467,7 +492,20 @@ class Bundle:
 
     def set_router(self, relative_path: str, classes: list[str], input_size: tuple[int, int],
                    grid: tuple[int, int], **details: Any) -> RouterRecord:
-        """Record a router graph written inside the bundle (hash computed now)."""
+        """Record a router graph written inside the bundle (hash computed now).
+
+        A graph that does not yet name its classes is given them (in output order), and
+        one whose classes, input size or output count disagree with ``classes`` and
+        ``input_size`` is refused (:func:`gpmask.bundle.identity.check_router`).
+        """
+        from gpmask.bundle import identity
+
+        path = self.root / relative_path
+        if identity.ROUTER_CLASSES not in identity.metadata(
+                identity.load_graph(path, relative_path)):
+            identity.stamp(path, identity.router_props(classes))
+        identity.check_router(self.root, {"path": relative_path, "classes": list(classes),
+                                          "input_size": list(input_size)})
         self.manifest["router"] = self.record_file(
             relative_path, classes=list(classes), input_size=list(input_size), grid=list(grid),
             **details)
@@ -494,20 +532,31 @@ class Bundle:
     # ----------------------------------------------------------------- integrity
     def files(self) -> list[dict[str, Any]]:
         """Every file record the manifest lists: weights, graphs, engines, router."""
-        records = list(self.manifest["weights"])
+        return [record for record, _ in self._sections()]
+
+    def _sections(self) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+        """Every file record with what it is: ``("weights",)``, ``("graphs", weather,
+        precision)``, ``("engines", weather, precision)`` or ``("router",)``."""
+        found: list[tuple[dict[str, Any], tuple[str, ...]]] = [
+            (record, ("weights",)) for record in self.manifest["weights"]]
         for section in ("graphs", "engines"):
-            for per_precision in self.manifest.get(section, {}).values():
-                records.extend(per_precision.values())
+            for weather, per_precision in self.manifest.get(section, {}).items():
+                found.extend((record, (section, weather, precision))
+                             for precision, record in per_precision.items())
         if "router" in self.manifest:
-            records.append(self.manifest["router"])
-        return records
+            found.append((self.manifest["router"], ("router",)))
+        return found
 
     def verify(self, paths: list[str] | None = None) -> None:
-        """Check files against their manifest sha256 (all, or those in ``paths``).
+        """Check files against their manifest sha256 (all, or those in ``paths``), and each
+        graph against the identity written into it (:mod:`gpmask.bundle.identity`).
 
-        A missing file or a hash mismatch raises :class:`GpmaskError` naming the file.
+        A missing file, one whose links lead out of the bundle folder, a hash mismatch or
+        a graph that is not what its record says raises :class:`GpmaskError` naming it.
         """
-        for record in self.files():
+        from gpmask.bundle import identity
+
+        for record, kind in self._sections():
             if paths is not None and record["path"] not in paths:
                 continue
             if self._verified.get(record["path"]) == record["sha256"]:
@@ -515,12 +564,27 @@ class Bundle:
             path = self.root / record["path"]
             if not path.is_file():
                 raise GpmaskError(f"bundle file {record['path']} is missing from {self.root}")
+            if not identity.inside(self.root, record["path"]):
+                raise GpmaskError(
+                    f"bundle file {record['path']} is a link to {os.path.realpath(path)}, "
+                    f"outside the bundle folder; a bundle holds its own files")
             if sha256_file(path) != record["sha256"]:
                 raise GpmaskError(
                     f"bundle file {record['path']} does not match its manifest sha256 "
                     f"(modified or damaged); re-export the bundle"
                 )
+            if kind[0] == "graphs":
+                identity.check_graph(self.root, record["path"], kind[1], kind[2],
+                                     self.manifest)
+            elif kind[0] == "router":
+                identity.check_router(self.root, record)
             self._verified[record["path"]] = record["sha256"]
+
+    def _file_sha256(self, relative_path: str) -> str:
+        """The sha256 of a file of the bundle as it is now (remembered once computed)."""
+        if relative_path not in self._verified:
+            self._verified[relative_path] = sha256_file(self.root / relative_path)
+        return self._verified[relative_path]
 
     def record_file(self, relative_path: str, **extra: Any) -> dict[str, Any]:
         """A manifest record for a file already written inside the bundle."""

@@ -57,12 +57,16 @@ _TENSOR = _object(
     "a tensor description {name, layout, dtype, ...}",
     {
         "name": _string("a tensor name (a non-empty string)", minLength=1),
-        "layout": _string(),
-        "dtype": _string(),
-        "color": _string(),
-        "range": {"type": "array", "items": {"type": "number", "description": "a number"},
-                  "minItems": 2, "maxItems": 2, "description": "[low, high] (two numbers)"},
-        "size_multiple": _integer(1, "a positive integer"),
+        # what every gpmask graph takes and gives: other values would be ignored by the
+        # runtime, a manifest then describing its graphs wrongly
+        "layout": _string("'NCHW' (the layout of gpmask's graphs)", const="NCHW"),
+        "dtype": _string("'float32' (the type of gpmask's graphs' inputs and outputs)",
+                         const="float32"),
+        "color": _string("'RGB' (the channel order of gpmask's graphs)", const="RGB"),
+        "range": {"type": "array", "const": [0.0, 1.0],
+                  "description": "[0, 1] (the value range of gpmask's graphs)"},
+        "size_multiple": {"type": "integer", "minimum": 1, "maximum": 1024,
+                          "description": "a positive integer of at most 1024"},
         "shape": {"type": "array", "minItems": 4, "maxItems": 4,
                   "items": {"type": ["integer", "null"], "minimum": 1,
                             "description": "a positive integer or null (dynamic)"},
@@ -103,6 +107,7 @@ MANIFEST_SCHEMA: dict[str, Any] = _object(
     "a JSON object",
     {
         "format_version": _integer(1, "a positive integer"),
+        "id": _string("a bundle id of 32 lowercase hex digits", pattern="^[0-9a-f]{32}$"),
         "weathers": {"type": "array", "items": _WEATHER, "minItems": 1, "uniqueItems": True,
                      "description": "an array of strings (distinct weather names, at least "
                                     "one)"},

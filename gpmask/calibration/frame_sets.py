@@ -114,15 +114,11 @@ def folder_calibration_frames(
     """
     from gpmask.data.clean import load_image_folder
 
+    check_data_folders(data_dir, bundle_weathers)
     frames: list[np.ndarray] = []
     for kind in _weathers_of(weather, bundle_weathers):
-        folder = Path(data_dir) / kind
-        if not folder.is_dir():
-            raise GpmaskError(
-                f"calibration folder {folder} does not exist; --data needs one subfolder "
-                f"per weather ({', '.join(bundle_weathers)})"
-            )
-        frames.extend(_centre_crop(image, size) for image in load_image_folder(folder))
+        frames.extend(_centre_crop(image, size)
+                      for image in load_image_folder(Path(data_dir) / kind))
     return Frames(frames, None, f"folder {data_dir}, {len(frames)} images")
 
 
@@ -136,11 +132,24 @@ def _centre_crop(image: np.ndarray, size: Size, multiple: int = 4) -> np.ndarray
     return np.ascontiguousarray(image[top : top + crop_h, left : left + crop_w])
 
 
+def check_data_folders(data_dir: str | os.PathLike, bundle_weathers: list[str]) -> None:
+    """Refuse ``--data`` unless it holds a subfolder for every weather (checked before any
+    weather is calibrated, so a missing one does not stop the run half way)."""
+    for kind in bundle_weathers:
+        folder = Path(data_dir) / kind
+        if not folder.is_dir():
+            raise GpmaskError(
+                f"calibration folder {folder} does not exist; --data needs one subfolder "
+                f"per weather ({', '.join(bundle_weathers)})"
+            )
+
+
 def heldout_frames(weather: str, bundle_weathers: list[str], size: Size) -> Frames:
     """The held-out sample images, centre crops of ``size``, rendered with ``weather``.
 
     Weathers the synthetic generator does not know cannot be judged against ground
-    truth, and are refused with that reason.
+    truth, and are refused with that reason; so is a size larger than the images (a
+    smaller crop would be judged while the report named the size asked for).
     """
     from gpmask.data.clean import sample_images
     from gpmask.data.synthetic import WEATHERS, degrade
@@ -152,7 +161,12 @@ def heldout_frames(weather: str, bundle_weathers: list[str], size: Size) -> Fram
             f"cannot judge weather {unknown[0]!r} on held-out frames: the synthetic generator "
             f"renders only {', '.join(WEATHERS)}"
         )
-    clean = [_centre_crop(image, size) for image in sample_images("heldout")]
+    images = sample_images("heldout")
+    smallest = (min(i.shape[0] for i in images), min(i.shape[1] for i in images))
+    if size[0] > smallest[0] or size[1] > smallest[1]:
+        raise GpmaskError(f"--eval-size {format_size(size)}: the held-out images are "
+                          f"{format_size(smallest)} at the smallest; give at most that")
+    clean = [_centre_crop(image, size) for image in images]
     degraded = [
         degrade(c, kinds[i % len(kinds)], seed=HELDOUT_SEED_BASE + i) for i, c in enumerate(clean)
     ]

@@ -175,6 +175,7 @@ def quantize(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calibration.cache_folder.mkdir(parents=True, exist_ok=True)
+    _drop_damaged_cache(calibration.cache_path)
     calibration.reader.rewind()
     calib_options = {"CalibPercentile": PERCENTILE} if calibration.method == "percentile" else {}
     with _quiet_root_logger():
@@ -192,6 +193,20 @@ def quantize(
             extra_options={**quantize_options(scheme), **calib_options},
             calibration_cache_path=calibration.cache_path,
         )
+
+
+def _drop_damaged_cache(path: Path) -> None:
+    """Delete a cache file that is not JSON (a write cut short, a disk error): the quantizer
+    would fail on it, and the ranges it held are computed again."""
+    try:
+        json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        logging.getLogger("gpmask").warning(
+            "gpmask: warning: calibration cache %s was damaged; its ranges are computed "
+            "again", path.name)
+        path.unlink()
 
 
 @contextlib.contextmanager

@@ -26,11 +26,12 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from gpmask.bundle import Bundle, GraphQuality
+from gpmask.bundle import MANIFEST, Bundle, GraphQuality
 from gpmask.bundle.graph_set import save_precision_graphs
 from gpmask.calibration.budget import BudgetResult, fit_budget
 from gpmask.calibration.frame_sets import (
     Frames,
+    check_data_folders,
     folder_calibration_frames,
     heldout_frames,
     synthetic_calibration_frames,
@@ -40,6 +41,7 @@ from gpmask.calibration.options import CalibrationOptions
 from gpmask.calibration.quality import Scores, run_frames, score
 from gpmask.calibration.quality_report import update_report
 from gpmask.errors import GpmaskError
+from gpmask.fileio import check_file_output
 from gpmask.graph.fold import dense_graph_file, load_dense
 from gpmask.graph.fp16 import FP32_OPS, convert_graph
 from gpmask.graph.rewrites import apply_rewrites
@@ -117,12 +119,15 @@ def calibrate_bundle(
     """Add ``precision_name``'s graphs (a precision with an ``fp16`` or ``int8`` recipe) to
     the bundle at ``root``; returns each network's result (also written to ``reports/``)."""
     options = options or CalibrationOptions()
-    options.check()
+    options.check(precision_name)
     definition = precision(precision_name)
     if not definition.calibrated:
         raise GpmaskError(f"precision {precision_name!r} is not made by calibration; use one of "
                           f"{', '.join(CALIBRATED)}")
     bundle = Bundle.open(root)  # checks every graph and weight file against its sha256
+    check_file_output(bundle.root / MANIFEST)  # a bundle it cannot write: before any work
+    if options.data_dir is not None:
+        check_data_folders(options.data_dir, bundle.weathers)
     recipe = RECIPES[definition.recipe]
     models, results = {}, {}
     for weather in tqdm(bundle.networks, desc=definition.name, unit="graph",

@@ -7,6 +7,7 @@ kept otherwise, so the report of a bundle calibrated to fp16 and then int8 lists
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from gpmask.bundle import Bundle
@@ -19,12 +20,28 @@ REPORT_MD = "reports/calibration.md"
 def update_report(bundle: Bundle, precision: str, entries: dict[str, dict[str, Any]]) -> dict:
     """Replace ``precision``'s entries (weather -> entry) in the bundle's report and rewrite it."""
     path = bundle.root / REPORT_JSON
-    report = json.loads(path.read_text()) if path.is_file() else {"precisions": {}}
+    report = _read(path)
     report["precisions"][precision] = entries
     path.parent.mkdir(exist_ok=True)
     write_text_atomic(path, json.dumps(report, indent=2) + "\n")
     write_text_atomic(bundle.root / REPORT_MD, render_markdown(report))
     return report
+
+
+def _read(path) -> dict:
+    """The report so far; one that cannot be read (a write cut short) is started anew,
+    saying so: it only records what calibration measured, and measures again."""
+    if not path.is_file():
+        return {"precisions": {}}
+    try:
+        report = json.loads(path.read_text())
+        if isinstance(report, dict) and isinstance(report.get("precisions"), dict):
+            return report
+    except (OSError, ValueError):
+        pass
+    logging.getLogger("gpmask").warning(
+        "gpmask: warning: %s was unreadable; it now holds only this calibration", path.name)
+    return {"precisions": {}}
 
 
 def _number(value: float | None, digits: int = 2) -> str:

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import argparse
 
-from gpmask.commands.options import add_no_progress
+from gpmask.commands.options import add_no_progress, path_argument
 from gpmask.sizes import format_size, parse_size, sizes_argument
 
 
 def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give a comma-separated "
+                                         f"list")
+    return names
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.bench.targets import BENCH_BACKENDS
     from gpmask.precision import NAMES
 
-    parser.add_argument("bundle", help="bundle folder (from gpmask export)")
+    parser.add_argument("bundle", type=path_argument, help="bundle folder (from gpmask export)")
     parser.add_argument("--backends", type=_names, default=list(DEFAULT_BACKENDS),
                         metavar="LIST", help=f"from {','.join(BENCH_BACKENDS)}; default "
                                              f"{','.join(DEFAULT_BACKENDS)}")
@@ -50,21 +54,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=20, help="timed runs per size (default 20)")
     parser.add_argument("--warmup", type=int, default=3,
                         help="untimed runs before them (default 3)")
-    parser.add_argument("--checkpoint", metavar="FILE",
+    parser.add_argument("--checkpoint", type=path_argument, metavar="FILE",
                         help="the checkpoint the bundle was exported from, for torch eager "
                              "(default: the shipped demo when the manifest records it)")
-    parser.add_argument("-o", "--output", default="bench-report", metavar="DIR",
+    parser.add_argument("-o", "--output", type=path_argument, default="bench-report", metavar="DIR",
                         help="folder for bench.json, bench.md and plots (default bench-report)")
     add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.bench import run_benchmark, write_report
-    from gpmask.bench.report_files import markdown
+    from gpmask.bench.report_files import check_report_folder, markdown
     from gpmask.fileio import check_folder_output, check_outputs
 
     check_outputs([args.output], [args.bundle, args.checkpoint])
     check_folder_output(args.output)
+    check_report_folder(args.output)
 
     report = run_benchmark(args.bundle, backends=args.backends, precisions=args.precisions,
                            sizes=[format_size(size) for size in args.sizes], iters=args.iters,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from gpmask.commands.options import add_no_progress
+from gpmask.commands.options import add_no_progress, path_argument
 from gpmask.sizes import format_size, size_argument
 
 #: What each of the profile's three sizes is, for --help.
@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.build.tensorrt import DEFAULT_PROFILE
     from gpmask.precision import TENSORRT_PRECISIONS
 
-    parser.add_argument("bundle", help="bundle folder (from gpmask export)")
+    parser.add_argument("bundle", type=path_argument, help="bundle folder (from gpmask export)")
     parser.add_argument("--precision", choices=TENSORRT_PRECISIONS, default="fp16",
                         help=f"which graphs to build from: {', '.join(TENSORRT_PRECISIONS)} "
                              "(default fp16; `gpmask run` with --precision auto then takes "

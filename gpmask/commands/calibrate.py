@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpmask.commands.options import add_no_progress
+from gpmask.commands.options import add_no_progress, path_argument
 from gpmask.sizes import format_size, size_argument
 
 
@@ -31,14 +31,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.precision import CALIBRATED
 
     defaults = _defaults()
-    parser.add_argument("bundle", help="bundle folder (from gpmask export)")
+    parser.add_argument("bundle", type=path_argument, help="bundle folder (from gpmask export)")
     parser.add_argument("--precision", required=True, choices=CALIBRATED,
                         help=f"the graphs to add: {', '.join(CALIBRATED)} (required)")
     parser.add_argument("--fp16-io", action="store_true",
                         help="fp16: make graph inputs and outputs float16 too (default "
                              "float32)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--data", metavar="DIR",
+    source.add_argument("--data", type=path_argument, metavar="DIR",
                         help="calibration images, one subfolder per weather (DIR/rain/...) "
                              "(default: synthetic frames)")
     source.add_argument("--synthetic", metavar="N", type=int, default=defaults.synthetic,

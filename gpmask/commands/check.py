@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 
+from gpmask.commands.options import path_argument
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", nargs="?",
+    parser.add_argument("bundle", nargs="?", type=path_argument,
                         help="a bundle folder: also list which backend x precision pairs run "
                              "it here and why the others do not (default: the machine only)")
     parser.add_argument("--json", action="store_true",

@@ -27,12 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from gpmask.commands.options import add_no_progress
+from gpmask.commands.options import add_no_progress, path_argument
 from gpmask.sizes import format_size, size_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint file or 'demo'")
+    parser.add_argument("checkpoint", type=path_argument, help="checkpoint file or 'demo'")
     parser.add_argument(
         "--data",
         action="append",
@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="paired folder for one weather (repeat)",
     )
     parser.add_argument(
-        "--images",
+        "--images", type=path_argument,
         help="folder of clean held-out images for synthetic weather (default: the held-out "
              "scikit-image samples)",
     )
@@ -64,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
              "(heldout), or both, one table each (default both; synthetic only)",
     )
     parser.add_argument(
-        "--router", metavar="BUNDLE",
+        "--router", metavar="BUNDLE", type=path_argument,
         help="measure this bundle's weather router (default: the router shipped with a "
              "shipped checkpoint; none for other checkpoints; synthetic weather only)",
     )
@@ -73,7 +73,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="routing: held-out frames per held-out image, class and style (default 10)",
     )
     parser.add_argument(
-        "-o", "--output",
+        "-o", "--output", type=path_argument,
         help="JSON report to write (default: none; the tables go to standard output)",
     )
     add_no_progress(parser)
@@ -105,6 +105,25 @@ def _pairs(args: argparse.Namespace, weathers: list[str]) -> dict[str, dict]:
                 for w in weathers}
         for style in styles
     }
+
+
+#: The smallest synthetic image side eval measures.
+MIN_SIDE = 32
+def _check_memory(args: argparse.Namespace, checkpoint) -> None:
+    """Refuse a --size and --count whose images and network pass this machine cannot hold:
+    every evaluation pair is rendered before the networks run."""
+    from gpmask.bundle import COMMON
+    from gpmask.data.synthetic import STYLES
+    from gpmask.host import check_memory
+    from gpmask.model.memory import measured
+
+    pixels = args.size[0] * args.size[1]
+    styles = len(STYLES) if args.style in (None, "both") else 1
+    images = styles * len(checkpoint.weathers) * args.count * 2  # degraded and clean
+    network = measured(checkpoint.build_model(COMMON)).peak
+    check_memory(pixels * (images * 3 * 4 + network),
+                 f"--size {format_size(args.size)} --count {args.count}: {images} float "
+                 f"images and the network's pass", "lower --size or --count")
 
 
 #: What each style's table is headed with.
@@ -146,6 +165,14 @@ def _routing(args: argparse.Namespace, weathers: list[str], styles: list[str]) -
 def run(args: argparse.Namespace) -> int:
     from gpmask.data.paired_folders import data_spec_paths
     from gpmask.errors import GpmaskError
+
+    if args.count < 1:
+        raise GpmaskError(f"--count must be at least 1, got {args.count}")
+    if args.seed < 0:
+        raise GpmaskError(f"--seed must be >= 0, got {args.seed}")
+    if min(args.size) < MIN_SIDE:
+        raise GpmaskError(f"--size {format_size(args.size)}: eval needs images of at least "
+                          f"{MIN_SIDE}x{MIN_SIDE} (SSIM's window and the network's levels)")
     from gpmask.fileio import check_file_output, check_outputs, write_text_atomic
     from gpmask.masking.checkpoint import MaskedCheckpoint, resolve_checkpoint
     from gpmask.masking.evaluate import evaluate_checkpoint, format_evaluation
@@ -161,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
                                       args.router, *data_spec_paths(args.data)])
         check_file_output(args.output)
     checkpoint = MaskedCheckpoint.load(args.checkpoint)
+    if not args.data:
+        _check_memory(args, checkpoint)
     pairs = _pairs(args, checkpoint.weathers)
     for weather in next(iter(pairs.values())):
         checkpoint.bake_numpy(weather)  # refuses a weather the checkpoint lacks

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 
-from gpmask.commands.options import add_no_progress
+from gpmask.commands.options import add_no_progress, path_argument
 from gpmask.sizes import size_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="masked checkpoint file, or 'demo'")
-    parser.add_argument("-o", "--output", required=True, metavar="BUNDLE",
+    parser.add_argument("checkpoint", type=path_argument, help="masked checkpoint file, or 'demo'")
+    parser.add_argument("-o", "--output", type=path_argument, required=True, metavar="BUNDLE",
                         help="bundle folder to create")
     parser.add_argument("--weathers", metavar="LIST",
                         help="comma-separated subset of the checkpoint's weathers (default all)")

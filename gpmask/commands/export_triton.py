@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from gpmask.commands.options import add_no_progress
+from gpmask.commands.options import add_no_progress, path_argument
 from gpmask.commands.triton_options import add_batching, add_routing, batching, routing
 from gpmask.sizes import size_argument
 
@@ -26,8 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.precision import GRAPH_PRECISIONS
     from gpmask.serve.repository import REPOSITORY_BACKENDS
 
-    parser.add_argument("bundle", help="bundle folder (from gpmask export)")
-    parser.add_argument("-o", "--output", required=True,
+    parser.add_argument("bundle", type=path_argument, help="bundle folder (from gpmask export)")
+    parser.add_argument("-o", "--output", type=path_argument, required=True,
                         help="repository folder to create (its parent must exist)")
     parser.add_argument("--backend", default="auto", choices=REPOSITORY_BACKENDS,
                         metavar="NAME",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from gpmask.commands.options import path_argument
 from gpmask.errors import GpmaskError
 
 
@@ -35,7 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default={},
         help="JSON keyword arguments of the architecture (default: its own defaults)",
     )
-    parser.add_argument("--base", required=True, help="state dict of the common (base) model")
+    parser.add_argument("--base", type=path_argument, required=True,
+                        help="state dict of the common (base) model")
     parser.add_argument(
         "--weather",
         action="append",
@@ -43,7 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=WEIGHTS.pth:MASK.pth",
         help="one weather (repeat)",
     )
-    parser.add_argument("-o", "--output", required=True, help="checkpoint to write")
+    parser.add_argument("-o", "--output", type=path_argument, required=True,
+                        help="checkpoint to write")
 
 
 def parse_weather(spec: str) -> tuple[str, tuple[str, str]]:

@@ -20,11 +20,14 @@ import argparse
 import json
 from pathlib import Path
 
+from gpmask.commands.options import path_argument
+
 _MIB = 1024 * 1024
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", help="checkpoint file (or 'demo') or bundle folder")
+    parser.add_argument("target", type=path_argument,
+                        help="checkpoint file (or 'demo') or bundle folder")
     parser.add_argument("--json", action="store_true",
                         help="print the summary as JSON (default text)")
     parser.add_argument(

@@ -1,13 +1,21 @@
 """Options several verbs share, defined once so that one meaning has one name and one help.
 
-Sizes use :mod:`gpmask.sizes` (``HxW`` everywhere); these are the rest: turning the
-progress bar off, and the runtime's backend and precision, whose choices are read from
-the backend registry and the precision definitions.
+Sizes use :mod:`gpmask.sizes` (``HxW`` everywhere); these are the rest: paths, turning
+the progress bar off, and the runtime's backend and precision, whose choices are read
+from the backend registry and the precision definitions.
 """
 
 from __future__ import annotations
 
 import argparse
+
+
+def path_argument(text: str) -> str:
+    """argparse ``type`` of every file or folder argument: an empty one (``-o ""``, an unset
+    shell variable) is refused, where Python would read it as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    return text
 
 
 def add_no_progress(parser: argparse.ArgumentParser) -> None:

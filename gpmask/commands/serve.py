@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from gpmask.commands.options import add_backend, add_precision
+from gpmask.commands.options import add_backend, add_precision, path_argument
 from gpmask.commands.triton_options import add_batching, add_routing, batching, routing
 from gpmask.sizes import size_argument
 
@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.serve.server import Endpoints
 
     defaults = Endpoints()
-    parser.add_argument("bundle", help="bundle folder (from gpmask export)")
+    parser.add_argument("bundle", type=path_argument, help="bundle folder (from gpmask export)")
     parser.add_argument("--host", default=defaults.host,
                         help=f"address to listen on (default {defaults.host}: this machine "
                              "only; 0.0.0.0 for every interface)")
@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_batching(parser)
     parser.add_argument("--max-size", type=size_argument, metavar="HxW", default=None,
                         help="largest frame a request may hold (default 2160x3840)")
-    parser.add_argument("--log",
+    parser.add_argument("--log", type=path_argument,
                         help="file for Triton's own log (default: kept in a temporary file "
                              "and quoted only if the server fails)")
 

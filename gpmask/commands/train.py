@@ -20,13 +20,14 @@ import dataclasses
 import json
 from pathlib import Path
 
-from gpmask.commands.options import add_no_progress
+from gpmask.commands.options import add_no_progress, path_argument
 from gpmask.errors import GpmaskError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-o", "--output", required=True, help="checkpoint to write (.gpmask.safetensors)"
+        "-o", "--output", type=path_argument, required=True,
+        help="checkpoint to write (.gpmask.safetensors)"
     )
     parser.add_argument(
         "--preset", help="named recipe whose settings the other options override (demo); the "
@@ -48,7 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="WEATHER=DIR[:LAYOUT]",
         help="paired folder for one weather (repeat per weather)",
     )
-    parser.add_argument("--images", help="folder of clean images for synthetic weather")
+    parser.add_argument("--images", type=path_argument,
+                        help="folder of clean images for synthetic weather")
     parser.add_argument(
         "--severity", type=float, default=1.0, help="synthetic weather severity (default 1.0)"
     )
@@ -57,7 +59,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--masked-steps", type=int,
-        help="stage 2 training steps of the specific values (default 1000)",
+        help="stage 2 training steps of the specific values, for every weather (replaces a "
+             "preset's per-weather steps; default 1000)",
     )
     parser.add_argument(
         "--weather-steps",
@@ -111,7 +114,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--loss", choices=["charbonnier", "l1", "mse"], help="pixel loss (default charbonnier)"
     )
     parser.add_argument(
-        "--perceptual-weights",
+        "--perceptual-weights", type=path_argument,
         help="local VGG-16 state dict for a perceptual term (default none)",
     )
     parser.add_argument("--batch-size", type=int, help="images per weather per step (default 8)")
@@ -146,6 +149,8 @@ def _config(args: argparse.Namespace):
     }
     if args.weather_steps:
         overrides["weather_steps"] = dict(_weather_steps(text) for text in args.weather_steps)
+    elif args.masked_steps is not None:
+        overrides["weather_steps"] = {}  # --masked-steps is every weather's, a preset's too
     if args.weathers:
         overrides["weathers"] = [w.strip() for w in args.weathers.split(",") if w.strip()]
     if args.arch and args.arch_kwargs is None:
@@ -158,6 +163,21 @@ def _weather_steps(text: str) -> tuple[str, int]:
     if not weather or not steps.isdigit():
         raise GpmaskError(f"--weather-steps {text!r}: expected WEATHER=N such as raindrop=3600")
     return weather, int(steps)
+
+
+def _check_step_memory(config) -> None:
+    """Refuse crops and batches whose training step this machine cannot hold: stage 1
+    runs a batch of every weather at once, keeping each activation for backward."""
+    from gpmask.host import check_memory
+    from gpmask.model import build_model
+    from gpmask.model.memory import measured
+
+    per_pixel = measured(build_model(config.arch, config.arch_kwargs)).total
+    crops = len(config.weathers) * config.batch_size
+    check_memory(per_pixel * config.crop**2 * crops,
+                 f"a training step of {crops} crops of {config.crop}x{config.crop} "
+                 f"({per_pixel:.0f} bytes per pixel kept for backward, measured on "
+                 f"{config.arch})", "lower --batch-size or --crop")
 
 
 def _source(args: argparse.Namespace, config):
@@ -190,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
                                        *data_spec_paths(args.data)])
     check_file_output(output)
     config = _config(args)
+    config.validate()
+    _check_step_memory(config)
     source = _source(args, config)
     context = init_from_environment()
     try:

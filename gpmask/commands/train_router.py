@@ -20,16 +20,17 @@ examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from gpmask.commands.options import add_no_progress
+from gpmask.commands.options import add_no_progress, path_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from gpmask.router.training import RouterSettings
 
     defaults = RouterSettings()
-    parser.add_argument("bundle", help="bundle folder (from gpmask export)")
-    parser.add_argument("--data", metavar="DIR",
+    parser.add_argument("bundle", type=path_argument, help="bundle folder (from gpmask export)")
+    parser.add_argument("--data", metavar="DIR", type=path_argument,
                         help="your own frames: one folder per class (clear and each weather of "
                              "the bundle) of images (default: synthetic weather only)")
     parser.add_argument("--synthetic", action="store_true",
@@ -47,11 +48,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gpmask.errors import GpmaskError
+    from gpmask.fileio import check_file_output
     from gpmask.router.training import CONFUSION_PICTURE, ROUTER_FILE, RouterSettings, train_router
 
     if args.synthetic and not args.data:
         raise GpmaskError("--synthetic mixes synthetic weather into --data frames; without "
                           "--data the router learns from synthetic weather alone")
+    if args.seed < 0:
+        raise GpmaskError(f"--seed must be >= 0, got {args.seed}")
+    if Path(args.bundle).is_dir():  # a bundle it cannot write is refused before training
+        check_file_output(Path(args.bundle) / ROUTER_FILE)
     settings = RouterSettings(steps=args.steps, seed=args.seed,
                               heldout_fraction=args.heldout_fraction)
     report = train_router(args.bundle, settings, data=args.data, synthetic=args.synthetic,

@@ -18,10 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gpmask.data.images import IMAGE_SUFFIXES, is_image_file, read_pixels
 from gpmask.errors import GpmaskError
-
-#: File suffixes read as images (all decoded by OpenCV).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 #: Sample images (file stems under ``skimage/data``) per split. The stereo pair of
 #: motorcycle views stays together on the training side so no held-out image has a
@@ -42,17 +40,10 @@ SAMPLE_MAX_SIDE = 512
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode one image file to float32 RGB in [0, 1] (gray and RGBA become RGB).
 
-    8- and 16-bit files are scaled by their full range. Reading through
-    ``np.fromfile`` + ``cv2.imdecode`` accepts any path the OS does.
+    8- and 16-bit files are scaled by their full range; a damaged or truncated file is
+    refused (:func:`gpmask.data.images.read_pixels`).
     """
-    path = Path(path)
-    try:
-        encoded = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise GpmaskError(f"{path}: cannot read image ({exc.strerror or exc})") from exc
-    image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
-    if image is None or image.dtype not in (np.uint8, np.uint16):
-        raise GpmaskError(f"{path}: cannot read image (not an 8- or 16-bit image OpenCV decodes)")
+    image = read_pixels(path)
     full_range = np.float32(np.iinfo(image.dtype).max)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
@@ -61,11 +52,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     else:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image.astype(np.float32) / full_range
-
-
-def is_image_file(path: Path) -> bool:
-    """Whether ``path`` is a regular file with one of :data:`IMAGE_SUFFIXES`."""
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def load_image_folder(folder: str | os.PathLike) -> list[np.ndarray]:

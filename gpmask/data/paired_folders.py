@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gpmask.data.clean import is_image_file, read_image
+from gpmask.data.clean import read_image
+from gpmask.data.images import is_image_file
 from gpmask.errors import GpmaskError
 
 #: Folder names (case-insensitive) the ``stem`` layout accepts, in order of preference.

@@ -144,6 +144,8 @@ class SyntheticPairs:
             )
         if pool_size < 1:
             raise GpmaskError(f"pool size must be at least 1, got {pool_size}")
+        if not (np.isfinite(severity) and severity >= 0):  # refused before any rendering
+            raise GpmaskError(f"--severity must be a finite number >= 0, got {severity}")
         self.clean = [np.clip(np.asarray(image, np.float32), 0.0, 1.0) for image in clean_images]
         self.weathers = tuple(weathers)
         self.seed = seed

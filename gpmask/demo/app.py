@@ -21,7 +21,8 @@ from gpmask.fileio import atomic_path, write_text_atomic
 from gpmask.metrics import switch_lags
 from gpmask.runtime.loop import LoopResult, run_loop
 from gpmask.runtime.routing import CLEAR, make_router
-from gpmask.runtime.video import FrameSink, VideoFileSink, open_source, read_video
+from gpmask.runtime.sinks import FrameSink, VideoFileSink
+from gpmask.runtime.video import open_source, read_video
 from gpmask.sizes import Size
 
 #: The demo's summary file; its presence marks a folder the demo wrote.
@@ -52,13 +53,14 @@ class KeepingSink(FrameSink):
         self.path = inner.path
         self.frames: list[np.ndarray] = []
 
-    def write(self, pixels: np.ndarray) -> None:
-        self.inner.write(pixels)
+    def write(self, pixels: np.ndarray, name: str | None = None) -> None:
+        self.inner.write(pixels, name)
         self.frames.append(pixels.copy())
         self.frames_written = self.inner.frames_written
 
-    def close(self) -> None:
-        self.inner.close()
+    def close(self, complete: bool = True) -> None:
+        self.inner.close(complete)
+        self.kept = self.inner.kept
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:

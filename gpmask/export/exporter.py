@@ -137,6 +137,19 @@ def _trace_binding(
         return ParameterBinding(traced.model, common, varying - traced.unused)
 
 
+def _check_verification_memory(model: torch.nn.Module, shape: Sequence[int]) -> None:
+    """Refuse to verify a static shape this machine cannot run (PyTorch and ONNX Runtime
+    each restore a batch of it); the graphs could still be exported unverified."""
+    from gpmask.host import check_memory
+    from gpmask.model.memory import measured
+
+    batch, _, height, width = shape
+    check_memory(2 * measured(model).peak * batch * height * width,
+                 f"verifying the graphs at {batch}x3x{height}x{width}",
+                 "export with --no-verify on this machine (and verify on the target), or a "
+                 "smaller --size")
+
+
 def export_bundle(
     checkpoint: MaskedCheckpoint | str | os.PathLike,
     output: str | os.PathLike,
@@ -176,6 +189,8 @@ def export_bundle(
     multiple = size_multiple(model)
     if static_shape is not None:
         check_static_shape(static_shape, multiple)
+        if verify:
+            _check_verification_memory(model, static_shape)
     names = [COMMON, *selected]
     steps = 2 + len(names) * (2 if verify else 1)
     with atomic_directory(output, force, is_bundle, BUNDLE) as folder, tqdm(

@@ -194,9 +194,13 @@ class MaskedCheckpoint:
         try:
             meta = json.loads(metadata[METADATA_KEY])
             version, weathers = meta["format_version"], list(meta["weathers"])
-            params = meta["params"]
+            params, arch = meta["params"], meta["arch"]
+            arch_kwargs = meta.get("arch_kwargs", {})
+            if not isinstance(arch, str) or not isinstance(arch_kwargs, dict):
+                raise TypeError("'arch' must be a name and 'arch_kwargs' an object")
         except (ValueError, KeyError, TypeError) as exc:
-            raise GpmaskError(f"{path}: damaged gpmask metadata ({exc})") from exc
+            detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise GpmaskError(f"{path}: damaged gpmask metadata ({detail})") from exc
         if version > FORMAT_VERSION:
             raise GpmaskError(
                 f"{path} has format version {version}; this gpmask reads up to {FORMAT_VERSION}"
@@ -225,8 +229,8 @@ class MaskedCheckpoint:
                     f"{info['shape']}"
                 )
         return cls(
-            meta["arch"],
-            meta.get("arch_kwargs", {}),
+            arch,
+            arch_kwargs,
             common,
             masks,
             specific,
@@ -289,7 +293,12 @@ class MaskedCheckpoint:
         from gpmask.model import build_model
 
         model = build_model(self.arch, self.arch_kwargs)
-        missing, unexpected = model.load_state_dict(self.bake(weather), strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(self.bake(weather), strict=False)
+        except RuntimeError as exc:  # tensors of other shapes than the architecture's
+            detail = " ".join(str(exc).split())
+            raise GpmaskError(f"checkpoint does not fit architecture {self.arch!r} with "
+                              f"{self.arch_kwargs}: {detail[:300]}") from exc
         if missing or unexpected:
             raise GpmaskError(
                 f"checkpoint does not fit architecture {self.arch!r}: missing {missing[:3]}, "

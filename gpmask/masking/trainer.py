@@ -51,7 +51,7 @@ from gpmask.masking.checkpoint import MaskedCheckpoint
 from gpmask.masking.distributed import DistributedContext, barrier
 from gpmask.masking.losses import RestorationLoss
 from gpmask.masking.masks import SELECTIONS, ConsecutiveMaskSelector, EvidenceMaskSelector
-from gpmask.model import build_model
+from gpmask.model import build_model, size_multiple
 
 COMMON_UPDATES = ("mean", "uncertainty", "frozen")
 #: Layouts of the network's 4-D parameters and of the training images. Channels-last
@@ -128,6 +128,17 @@ class TrainConfig:
                               "update takes a step of every weather at once")
         if self.batch_size < 1 or self.crop < 8:
             raise GpmaskError("batch size must be >= 1 and crop >= 8")
+        for name in ("base_lr", "masked_lr"):
+            rate = getattr(self, name)
+            if not (math.isfinite(rate) and rate > 0):
+                raise GpmaskError(f"--{name.replace('_', '-')} must be a finite number > 0, "
+                                  f"got {rate}")
+        if self.seed < 0:
+            raise GpmaskError(f"--seed must be >= 0, got {self.seed}")
+        if not 0.0 < self.top_fraction <= 1.0:
+            raise GpmaskError(f"--top-fraction must be in (0, 1], got {self.top_fraction}")
+        if self.consecutive < 1:
+            raise GpmaskError(f"--consecutive must be at least 1, got {self.consecutive}")
         if self.memory_format not in MEMORY_FORMATS:
             raise GpmaskError(f"unknown memory format {self.memory_format!r}; use "
                               f"{', '.join(MEMORY_FORMATS)}")
@@ -217,6 +228,10 @@ class Trainer:
         self.network = build_model(config.arch, config.arch_kwargs).to(
             self.context.device, memory_format=self.layout
         )
+        multiple = size_multiple(self.network)
+        if config.crop % multiple:
+            raise GpmaskError(f"--crop {config.crop}: {config.arch} needs crops whose side is "
+                              f"a multiple of {multiple}")
         self.criterion = RestorationLoss(config.loss, config.perceptual_weights).to(
             self.context.device
         )
@@ -444,8 +459,14 @@ class Trainer:
     def _resume(self, optimizer: torch.optim.Optimizer) -> None:
         if self.state_path is None or not self.state_path.is_file():
             return
-        state = torch.load(self.state_path, map_location=self.context.device, weights_only=True)
-        if state["config"] != asdict(self.config):
+        try:
+            state = torch.load(self.state_path, map_location=self.context.device,
+                               weights_only=True)
+            written_with = state["config"]
+        except Exception as exc:  # torch's unpickler raises many types for a damaged file
+            raise GpmaskError(f"{self.state_path}: damaged or truncated training state "
+                              f"({type(exc).__name__}); delete it to start over") from exc
+        if written_with != asdict(self.config):
             raise GpmaskError(
                 f"{self.state_path} was written with other settings; delete it to start over"
             )

@@ -56,10 +56,13 @@ def resolve_architecture(arch: str) -> tuple[type[nn.Module], dict[str, Any]]:
 def build_model(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Instantiate ``arch`` with its defaults overridden by ``arch_kwargs``."""
     cls, kwargs = resolve_architecture(arch)
+    if not isinstance(arch_kwargs or {}, dict):
+        raise GpmaskError(f"architecture keyword arguments must be a JSON object, got "
+                          f"{arch_kwargs!r}")
     kwargs.update(arch_kwargs or {})
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:  # a wrong name or value
         raise GpmaskError(f"cannot build {arch!r} with {kwargs}: {exc}") from exc
 
 

@@ -1,12 +1,13 @@
 """Frames in, network tensors out, and back: colour layout, value range, padding, cropping.
 
 The bundle's graphs take an NCHW float32 RGB batch in [0, 1] whose height and width are
-multiples of the manifest's ``size_multiple``; users hand over whatever their camera or
-video library gives (uint8, or float32/float64 in [0, 1]; RGB or BGR, gray, with or
-without alpha, any size). This module converts between the two in numpy alone, so that every backend
-sees the same input and every user gets back a frame shaped and typed like the one
-they gave: gray stays gray (the restored image's luminance), alpha is passed through
-untouched, and the padding the network needed is cropped away.
+multiples of the manifest's ``size_multiple``; users hand over whatever their camera,
+video library or image files give (uint8 or uint16, or float32/float64 in [0, 1]; RGB or
+BGR, gray, with or without alpha, any size). This module converts between the two in
+numpy alone, so that every backend sees the same input and every user gets back a
+frame shaped and typed like the one they gave: gray stays gray (the restored image's
+luminance), alpha is passed through untouched, and the padding the network needed is
+cropped away.
 
 Padding reflects the image at its bottom and right edges: a mirrored border has the
 statistics of the image itself, so the network does not see an artificial edge there
@@ -23,8 +24,11 @@ import numpy as np
 
 from gpmask.errors import GpmaskError
 
-#: Pixel types a frame may have: 8-bit (0-255), or float32/float64 already in [0, 1].
-FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
+#: Integer pixel types a frame may have, and their white level: 8-bit (0-255) and 16-bit
+#: (0-65535, from PNG or TIFF files); a restored frame comes back at the same depth.
+INTEGER_LEVELS = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+#: Pixel types a frame may have: those, or float32/float64 already in [0, 1].
+FRAME_DTYPES = (*INTEGER_LEVELS, np.dtype(np.float32), np.dtype(np.float64))
 #: How far outside [0, 1] a float frame's values may stray (rounding in a user's own
 #: conversion); anything further is a frame in another range (0-255 as floats, say),
 #: which the network would turn into a white frame without complaint.
@@ -37,7 +41,7 @@ class FrameFormat:
 
     Attributes:
         shape: the frame's shape, ``(H, W)`` or ``(H, W, C)`` with C in 1, 3, 4.
-        dtype: ``uint8`` (0-255), ``float32`` or ``float64`` (0-1).
+        dtype: ``uint8`` (0-255), ``uint16`` (0-65535), ``float32`` or ``float64`` (0-1).
         bgr: colour channels are in BGR(A) order (OpenCV's), not RGB(A).
     """
 
@@ -53,7 +57,7 @@ class FrameFormat:
         if frame.dtype not in FRAME_DTYPES:
             raise GpmaskError(
                 f"frame dtype {frame.dtype} is not supported; give uint8 (0-255) "
-                f"or float32/float64 (0-1) pixels"
+                f"or float32/float64 (0-1) pixels, or uint16 (0-65535)"
             )
         channels_ok = frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4))
         if not channels_ok:
@@ -63,7 +67,7 @@ class FrameFormat:
             )
         if frame.shape[0] == 0 or frame.shape[1] == 0:
             raise GpmaskError(f"frame shape {frame.shape} is empty")
-        if frame.dtype != np.uint8:
+        if frame.dtype not in INTEGER_LEVELS:
             _check_float_range(frame)
         return cls(tuple(frame.shape), frame.dtype, bgr)
 
@@ -90,8 +94,8 @@ class FrameFormat:
             if self.bgr:
                 colour = colour[:, :, ::-1]
         colour = colour.astype(np.float32)
-        if self.dtype == np.uint8:
-            colour *= np.float32(1 / 255)
+        if self.dtype in INTEGER_LEVELS:
+            colour *= np.float32(1 / INTEGER_LEVELS[self.dtype])
         return colour
 
     def from_rgb(self, rgb: np.ndarray, original: np.ndarray) -> np.ndarray:
@@ -126,9 +130,9 @@ def _check_float_range(frame: np.ndarray) -> None:
 
 
 def _to_dtype(pixels: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Float pixels in [0, 1] as ``dtype`` (uint8 rounds to the nearest level)."""
-    if dtype == np.uint8:
-        return np.rint(pixels * 255).astype(np.uint8)
+    """Float pixels in [0, 1] as ``dtype`` (an integer type rounds to the nearest level)."""
+    if dtype in INTEGER_LEVELS:
+        return np.rint(pixels * INTEGER_LEVELS[dtype]).astype(dtype)
     return pixels.astype(dtype, copy=False)
 
 

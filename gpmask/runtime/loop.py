@@ -6,9 +6,14 @@ as its slowest stage, which is restoring. Queues are bounded so a fast decoder n
 fills memory.
 
 Whatever stops the loop (the end of the input, a failing input, a failing restore,
-Ctrl-C), the frames already restored are still encoded, the sink is closed (a video
-file is finalised and playable) and the per-frame log is written; then the failure,
-if any, is raised again.
+Ctrl-C or SIGTERM), the frames already restored are still encoded, the sinks are closed
+(a video file is finalised and playable) and the per-frame log is written; then the
+failure, if any, is raised again. Only a run that reached the input's end (or a live
+camera's stop) replaces the output the user named; one stopped short leaves it as it
+was and keeps its frames under a partial name (:mod:`gpmask.runtime.sinks`).
+
+Frames reach the restorer as the source decoded them (an image keeps its layout and bit
+depth); the router and the side-by-side view see them as 8-bit BGR.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import io
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +33,8 @@ from gpmask.bundle import COMMON
 from gpmask.errors import GpmaskError
 from gpmask.fileio import write_text_atomic
 from gpmask.runtime.routing import CLEAR, Router
-from gpmask.runtime.video import Frame, FrameSink, FrameSource, side_by_side
+from gpmask.runtime.sinks import FrameSink
+from gpmask.runtime.video import Frame, FrameSource, side_by_side, to_bgr8
 
 #: What a ``clear`` frame gets: passed through untouched, or restored by the common graph.
 CLEAR_MODES = ("pass", COMMON)
@@ -116,6 +122,7 @@ def run_loop(
     start = time.perf_counter()
     decoder.start()
     encoder.start()
+    failure: BaseException | None = None
     try:
         while True:
             item = decoded.get()
@@ -129,22 +136,33 @@ def run_loop(
             record, output = _route_and_restore(frame, decode_ms, restorer, router, clear)
             outputs = [output] if sink is not None else []
             if side_by_side_sink is not None:
-                outputs.append(side_by_side(frame.pixels, output, "input",
+                outputs.append(side_by_side(to_bgr8(frame.pixels), to_bgr8(output), "input",
                                             restored_caption(record, clear)))
-            if not _put(restored, (record, outputs), stop):
+            if not _put(restored, (record, outputs, frame.name), stop):
                 break
             bar.set_postfix_str(record.weather, refresh=False)
+    except BaseException as error:
+        failure = error
+        raise
     finally:
         _put(restored, _END, stop)
         encoder.join()
         stop.set()
         decoder.join()
         source.close()
-        for each in sinks:
-            each.close()
+        stopped_live = isinstance(failure, KeyboardInterrupt) and source.live
+        complete = (failure is None or stopped_live) and not encode_failure
+        closing: list[BaseException] = []
+        for each in sinks:  # every sink, even when one fails to close
+            try:
+                each.close(complete)
+            except BaseException as error:
+                closing.append(error)
         bar.close()
         if log_path is not None:
             write_frame_log(log_path, records)
+        if closing:
+            raise closing[0]
     if encode_failure:
         raise encode_failure[0]
     return LoopResult(records, time.perf_counter() - start)
@@ -154,7 +172,7 @@ def _route_and_restore(
     frame: Frame, decode_ms: float, restorer: FrameRestorer, router: Router, clear: str
 ) -> tuple[FrameRecord, np.ndarray]:
     tick = time.perf_counter()
-    weather = router.route(frame)
+    weather = router.route(replace(frame, pixels=to_bgr8(frame.pixels)))
     routed = time.perf_counter()
     if weather == CLEAR and clear == "pass":
         output = frame.pixels
@@ -222,11 +240,11 @@ def _encode(
         item = restored.get()
         if item is _END:
             return
-        record, outputs = item
+        record, outputs, name = item
         tick = time.perf_counter()
         try:
             for sink, output in zip(sinks, outputs, strict=True):
-                sink.write(output)
+                sink.write(output, name)
         except BaseException as error:
             failure.append(error)
             stop.set()

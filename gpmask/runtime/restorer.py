@@ -1,7 +1,7 @@
 """``Restorer``: a loaded bundle that restores frames, one weather per call.
 
 This is the runtime's public face: it opens a bundle, loads every weather once on the
-chosen backend, and turns user frames (any size, uint8 or float in [0, 1], RGB/BGR,
+chosen backend, and turns user frames (any size, uint8, uint16 or float in [0, 1], RGB/BGR,
 gray or with alpha) into the network's padded tensors and back. The per-frame cost of a
 weather switch is choosing another prepared session or engine context.
 """
@@ -18,7 +18,8 @@ from gpmask.bundle import Bundle
 from gpmask.errors import GpmaskError, reported_as
 from gpmask.precision import AUTO
 from gpmask.runtime.backends import choose
-from gpmask.runtime.frame_batch import batch_to_frames, frames_to_batch
+from gpmask.runtime.frame_batch import batch_to_frames, frames_to_batch, padded_size
+from gpmask.runtime.memory import WorkingMemory
 
 log = logging.getLogger("gpmask.runtime")
 
@@ -58,6 +59,8 @@ class Restorer:
         self.precision = self.choice.precision
         self.backend = self.choice.load(self.bundle, device)
         self._closed = False
+        self._working_memory: WorkingMemory | None = None
+        self._memory_checked: tuple[int, tuple[int, int]] | None = None
         log.info("restoring with %s (%s)", self.choice.reason, ", ".join(self.backend.weathers))
 
     @property
@@ -71,12 +74,14 @@ class Restorer:
         return self.backend.name
 
     def restore(self, frame: np.ndarray, weather: str, bgr: bool = False) -> np.ndarray:
-        """Restore one HxW, HxWx1, HxWx3 or HxWx4 frame (uint8, or float32/64 in [0, 1]).
+        """Restore one HxW, HxWx1, HxWx3 or HxWx4 frame (uint8, uint16, or float32/64 in
+        [0, 1]).
 
         ``bgr`` says the colour channels are in OpenCV's BGR(A) order. The result has
         the frame's shape, dtype and channel layout. A float frame with values outside
         [0, 1] (0-255 as floats, say) or with NaN/Inf is refused, never restored into
-        a white or NaN frame.
+        a white or NaN frame; so is a frame whose working memory this machine lacks
+        (:mod:`gpmask.runtime.memory`: resize it, or restore it in tiles).
         """
         return self.restore_batch([frame], weather, bgr)[0]
 
@@ -89,6 +94,7 @@ class Restorer:
         axis; the result is the same kind (a list, or a stacked array).
         """
         self._check_weather(weather)
+        self._check_memory(frames)
         batch, fmt = frames_to_batch(frames, bgr, self.bundle.size_multiple)
         self._check_static_shape(batch.shape)
         shape = "x".join(map(str, batch.shape))
@@ -107,6 +113,21 @@ class Restorer:
                 f"bundle {self.bundle.root} has no {self.precision} network for {weather!r} "
                 f"on {self.backend.name} (loaded: {', '.join(self.backend.weathers)})"
             )
+
+    def _check_memory(self, frames: Sequence[np.ndarray] | np.ndarray) -> None:
+        """Refuse frames whose working memory this machine does not have
+        (:mod:`gpmask.runtime.memory`); checked once per frame size on CPU backends."""
+        first = frames[0] if len(frames) else None
+        if self.choice.spec.device != "cpu" or not isinstance(first, np.ndarray) \
+                or first.ndim < 2:
+            return
+        size = padded_size(*first.shape[:2], self.bundle.size_multiple)
+        if self._memory_checked == (len(frames), size):
+            return
+        if self._working_memory is None:
+            self._working_memory = WorkingMemory.of_bundle(self.bundle)
+        self._working_memory.check(size, f"{self.backend.name}", batch=len(frames))
+        self._memory_checked = (len(frames), size)
 
     def _check_static_shape(self, shape: tuple[int, ...]) -> None:
         """Refuse a batch a bundle exported with a static shape (``export --size``)

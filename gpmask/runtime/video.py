@@ -1,14 +1,18 @@
-"""Frame sources and sinks for the video loop, all through OpenCV.
+"""Frame sources for the video loop, through OpenCV, and the side-by-side view.
 
-Frames flow through the loop as OpenCV delivers them: ``uint8`` arrays of shape
-``HxWx3`` in BGR order. Sources turn gray or four-channel images into that shape and
-refuse what cannot be (16-bit or float pixels), so nothing downstream guesses.
+A source delivers each frame as it was stored: a video or camera gives ``uint8`` BGR
+``HxWx3`` arrays (as OpenCV decodes them); an image gives its own layout (gray, BGR
+or BGRA) and bit depth (8 or 16), with its file name, so that an image output can be
+written in the same format (:mod:`gpmask.runtime.sinks`). :func:`to_bgr8` is the one
+conversion to what the router, the side-by-side view and video files take.
 
-Sinks write to a temporary file or folder beside the target and move it into place,
-so an interrupted run leaves either nothing or a complete, playable file (or folder of
-images) holding the frames done so far (:meth:`FrameSink.close` runs on every exit).
-Both check when they are opened that the temporary output can be created, so a target
-that cannot be written (``/proc/x.mp4``) is refused before any frame is restored.
+What OpenCV's readers let through is checked here rather than restored as if fine:
+a video whose container promises more frames than can be decoded (truncated), a JPEG
+image or frame cut short (:mod:`gpmask.runtime.images`), and, in Motion-JPEG videos
+(what gpmask writes to ``.avi`` and ``.mkv``), frames that change size, which OpenCV's
+FFmpeg reader would silently rescale to the first frame's size: such a video is read
+frame by frame as the JPEG images it holds. In other codecs a change of size is
+invisible after OpenCV's decoding.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,56 +28,58 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gpmask.data.images import IMAGE_SUFFIXES, decode_pixels, image_files, is_image, read_pixels
 from gpmask.errors import GpmaskError
-from gpmask.fileio import (
-    check_file_output,
-    check_replaceable,
-    install_folder,
-    new_folder_beside,
-    temporary_file_beside,
-)
 
-#: Image file suffixes a folder source reads (OpenCV decodes all of them).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-#: Video container suffix -> FourCC that OpenCV's FFmpeg backend writes and reads back here.
-VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG", ".mov": "mp4v"}
 #: Frame rate given to frames that carry none (image folders, cameras reporting 0).
 DEFAULT_FPS = 25.0
-#: The names :class:`ImageFolderSink` gives its images (``frame_000000.png``, ...).
-FRAME_NAME = re.compile(r"frame_\d{6}\.png")
+#: Camera indices OpenCV takes (a C int).
+_MAX_CAMERA = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame: its position in the stream, its time, its BGR pixels."""
+    """One decoded frame: its position in the stream, its time, its pixels, and for an
+    image input the file name it came from (an image output keeps it)."""
 
     index: int
     time_s: float
     pixels: np.ndarray
+    name: str | None = None
 
 
-def to_bgr(image: np.ndarray, name: str) -> np.ndarray:
-    """``image`` as uint8 HxWx3 BGR; gray and BGRA are converted, other formats refused."""
-    if image.dtype != np.uint8:
-        raise GpmaskError(
-            f"{name}: unsupported pixel format {image.dtype} (8-bit images and videos only)"
-        )
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.ndim == 3 and image.shape[2] == 3:
+def to_bgr8(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` as uint8 HxWx3 BGR: gray and BGRA converted, 16 bits rounded to 8."""
+    if pixels.dtype == np.uint16:
+        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if pixels.ndim == 2 or pixels.shape[2] == 1:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
+    if pixels.shape[2] == 4:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR)
+    return pixels
+
+
+def _check_layout(image: np.ndarray, name: str) -> np.ndarray:
+    """``image`` if it is gray, BGR or BGRA; anything else refused."""
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)):
         return image
     raise GpmaskError(f"{name}: unsupported pixel format, shape {image.shape}")
 
 
 class FrameSource(ABC):
-    """Iterates :class:`Frame` objects; ``fps`` and ``expected_frames`` (or None) are known up
-    front. Subclasses implement :meth:`frames` and may hold an OpenCV capture to release."""
+    """Iterates :class:`Frame` objects. Known when it is opened: ``fps``,
+    ``expected_frames`` (or None), the frames' ``size`` (height, width) and ``dtype``
+    (or None where they are not), whether frames come from image files (``images``), and
+    whether the stream is ``live`` (a camera or pipeline: it ends when stopped, so Ctrl-C
+    ends it whole). Subclasses implement :meth:`frames` and may hold a capture to release."""
 
     name: str
     fps: float = DEFAULT_FPS
     expected_frames: int | None = None
+    size: tuple[int, int] | None = None
+    dtype: np.dtype | None = None
+    images: bool = False
+    live: bool = False
 
     @abstractmethod
     def frames(self) -> Iterator[Frame]:
@@ -85,48 +90,96 @@ class FrameSource(ABC):
 
 
 class ImageFolderSource(FrameSource):
-    """The images of a folder in sorted file-name order, at :data:`DEFAULT_FPS` (or ``fps``)."""
+    """Image files in sorted file-name order (a folder's, or one file), at
+    :data:`DEFAULT_FPS`. The first image is read when the source opens, so its size and
+    bit depth are known before any frame is restored."""
 
-    def __init__(self, folder: Path, fps: float = DEFAULT_FPS) -> None:
-        self.name = str(folder)
+    images = True
+
+    def __init__(self, paths: list[Path], name: str, fps: float = DEFAULT_FPS) -> None:
+        self.name = name
         self.fps = fps
-        self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.paths:
-            raise GpmaskError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
-        self.expected_frames = len(self.paths)
+        self.paths = paths
+        self.expected_frames = len(paths)
+        self._first = _check_layout(read_pixels(paths[0]), str(paths[0]))
+        self.size = self._first.shape[:2]
+        self.dtype = self._first.dtype
 
     def frames(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise GpmaskError(f"{path}: unreadable image")
-            yield Frame(index, index / self.fps, to_bgr(image, str(path)))
+            image = self._first if index == 0 else _check_layout(read_pixels(path), str(path))
+            yield Frame(index, index / self.fps, image, path.name)
 
 
 class CaptureSource(FrameSource):
     """A video file, a camera or a GStreamer pipeline, read with ``cv2.VideoCapture``.
 
     A file whose container promises more frames than can be decoded is reported as
-    truncated once the decodable frames have been delivered, so the loop finishes
-    (and finalises) the output it has before failing.
+    truncated once the decodable frames have been delivered. A Motion-JPEG file is read
+    as its JPEG images (``CAP_PROP_FORMAT`` -1) when its first one decodes that way,
+    so that a frame cut short or of another size is refused rather than filled in or
+    rescaled.
     """
 
-    def __init__(self, capture: cv2.VideoCapture, name: str, is_file: bool) -> None:
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, capture: cv2.VideoCapture, name: str, is_file: bool,
+                 reopen: str | None = None) -> None:
         self.capture = capture
         self.name = name
         fps = capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and fps > 0 and np.isfinite(fps) else DEFAULT_FPS
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if is_file else 0
         self.expected_frames = count if count > 0 else None
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.size = (height, width) if height > 0 and width > 0 else None
         self.is_file = is_file
+        self.live = not is_file
+        self.damaged = False
+        self.raw = reopen is not None and _fourcc(capture) == "MJPG" and self._try_raw(reopen)
+
+    def _try_raw(self, path: str) -> bool:
+        """Switch to reading the file's JPEG images if the first one decodes as such."""
+        raw = cv2.VideoCapture(path)
+        if not raw.set(cv2.CAP_PROP_FORMAT, -1):
+            raw.release()
+            return False
+        ok, packet = raw.read()
+        image = cv2.imdecode(packet, cv2.IMREAD_COLOR) if ok and packet is not None else None
+        raw.release()
+        if image is None:
+            return False
+        self.capture.release()
+        self.capture = cv2.VideoCapture(path)
+        self.capture.set(cv2.CAP_PROP_FORMAT, -1)
+        self.size = image.shape[:2]
+        return True
+
+    def _read(self, index: int) -> np.ndarray | None:
+        """The next frame; None at the end of the stream or at a frame that cannot be
+        decoded (:meth:`frames` tells the two apart by the container's frame count)."""
+        ok, image = self.capture.read()
+        if not ok or image is None:
+            return None
+        if not self.raw:
+            return image
+        try:
+            pixels = to_bgr8(decode_pixels(image.tobytes(), self.name, jpeg=True))
+        except GpmaskError:
+            self.damaged = True
+            return None
+        if pixels.shape[:2] != self.size:
+            raise GpmaskError(
+                f"{self.name}: frame {index} is {pixels.shape[1]}x{pixels.shape[0]}, the "
+                f"frames before it {self.size[1]}x{self.size[0]}; gpmask restores a stream "
+                f"of one size: split the video where the size changes")
+        return pixels
 
     def frames(self) -> Iterator[Frame]:
         index = 0
-        while True:
-            ok, image = self.capture.read()
-            if not ok or image is None:
-                break
-            yield Frame(index, index / self.fps, to_bgr(image, self.name))
+        while (image := self._read(index)) is not None:
+            yield Frame(index, index / self.fps, _check_layout(image, self.name))
             index += 1
         if index == 0:
             raise GpmaskError(f"{self.name}: no frames could be decoded")
@@ -135,15 +188,30 @@ class CaptureSource(FrameSource):
                 f"{self.name}: truncated or damaged video: decoded {index} of the "
                 f"{self.expected_frames} frames its container lists"
             )
+        if self.damaged:
+            raise GpmaskError(f"{self.name}: truncated or damaged video: frame {index} "
+                              f"cannot be decoded")
 
     def close(self) -> None:
         self.capture.release()
 
 
+def _fourcc(capture: cv2.VideoCapture) -> str:
+    code = int(capture.get(cv2.CAP_PROP_FOURCC))
+    return code.to_bytes(4, "little").decode("ascii", errors="replace")
+
+
 def open_source(spec: str) -> FrameSource:
-    """The frame source ``spec`` names: a folder, a video file, a camera index, or a
-    GStreamer pipeline (any string containing ``!``, opened with ``CAP_GSTREAMER``)."""
+    """The frame source ``spec`` names: a folder of images, an image file, a video file, a
+    camera index, or a GStreamer pipeline (any string containing ``!``, opened with
+    ``CAP_GSTREAMER``)."""
+    if not spec.strip():
+        raise GpmaskError("-i '': name a video file, an image, a folder of images or a "
+                          "camera index")
     if re.fullmatch(r"\d+", spec):
+        if int(spec) > _MAX_CAMERA:
+            raise GpmaskError(f"camera {spec}: no such camera (camera indices go up to "
+                              f"{_MAX_CAMERA})")
         with _opencv_errors_only():
             capture = cv2.VideoCapture(int(spec))
         if not capture.isOpened():
@@ -162,16 +230,21 @@ def open_source(spec: str) -> FrameSource:
         return CaptureSource(capture, "GStreamer pipeline", is_file=False)
     path = Path(spec)
     if path.is_dir():
-        return ImageFolderSource(path)
+        paths = image_files(path)
+        if not paths:
+            raise GpmaskError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+        return ImageFolderSource(paths, str(path))
     if not path.exists():
         raise GpmaskError(f"{spec}: no such file or folder")
     if path.stat().st_size == 0:
         raise GpmaskError(f"{spec}: empty file")
+    if is_image(path):
+        return ImageFolderSource([path], spec)
     with _opencv_errors_only():
         capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise GpmaskError(f"{spec}: not a video OpenCV can read (unknown format or damaged)")
-    return CaptureSource(capture, spec, is_file=True)
+    return CaptureSource(capture, spec, is_file=True, reopen=str(path))
 
 
 @contextlib.contextmanager
@@ -190,126 +263,6 @@ def _opencv_errors_only() -> Iterator[None]:
 def _has_gstreamer() -> bool:
     info = cv2.getBuildInformation()
     return re.search(r"GStreamer:\s*YES", info) is not None
-
-
-class FrameSink(ABC):
-    """Receives BGR frames in order; :meth:`close` finalises what was written."""
-
-    path: Path
-    frames_written: int = 0
-
-    @abstractmethod
-    def write(self, pixels: np.ndarray) -> None:
-        """Append one frame."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Finalise the output; safe to call more than once."""
-
-
-class VideoFileSink(FrameSink):
-    """A video file written by ``cv2.VideoWriter`` with the container's FourCC
-    (:data:`VIDEO_CODECS`).
-
-    The writer opens on the first frame (its size is known then) on a temporary file
-    beside the target; :meth:`close` releases it, which finalises the container, and
-    renames it onto the target. With no frame written, no file is left.
-    """
-
-    def __init__(self, path: Path, fps: float) -> None:
-        suffix = path.suffix.lower()
-        if suffix not in VIDEO_CODECS:
-            raise GpmaskError(
-                f"{path}: unsupported video container {suffix or '(none)'}; use one of "
-                f"{', '.join(VIDEO_CODECS)} or a folder for images"
-            )
-        check_file_output(path, path.suffix)
-        self.path = path
-        self.fps = fps
-        self.writer: cv2.VideoWriter | None = None
-        self.size: tuple[int, int] | None = None
-        self.temp: Path | None = None
-
-    def write(self, pixels: np.ndarray) -> None:
-        height, width = pixels.shape[:2]
-        if self.writer is None:
-            self.temp = temporary_file_beside(self.path, self.path.suffix)
-            fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
-            self.writer = cv2.VideoWriter(str(self.temp), fourcc, self.fps, (width, height))
-            self.size = (width, height)
-            if not self.writer.isOpened():
-                self.close()
-                raise GpmaskError(f"{self.path}: OpenCV cannot open a video writer for it")
-        if (width, height) != self.size:
-            raise GpmaskError(
-                f"{self.path}: frame {self.frames_written} is {width}x{height}, "
-                f"the video is {self.size[0]}x{self.size[1]}"
-            )
-        self.writer.write(pixels)
-        self.frames_written += 1
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-        if self.temp is not None and self.temp.exists():
-            if self.frames_written:
-                os.replace(self.temp, self.path)
-            else:
-                self.temp.unlink()
-        self.temp = None
-
-
-def is_frame_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds only images named as :class:`ImageFolderSink` names them,
-    i.e. an earlier run's output, which a new run may replace."""
-    return all(FRAME_NAME.fullmatch(p.name) and p.is_file() for p in folder.iterdir())
-
-
-class ImageFolderSink(FrameSink):
-    """One PNG image per frame, ``frame_000000.png`` onwards, in a new folder.
-
-    The images go into a temporary folder beside the target, moved into place by
-    :meth:`close`, so the folder never mixes two runs' frames. An existing target is
-    replaced only when it is empty or holds nothing but an earlier run's frames; a
-    folder of anything else is refused and left as it is.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        check_replaceable(folder, True, is_frame_folder, "an earlier run's frame folder")
-        shutil.rmtree(new_folder_beside(folder))  # refuses what cannot be written
-        self.path = folder
-        self.temp: Path | None = None
-
-    def write(self, pixels: np.ndarray) -> None:
-        ok, encoded = cv2.imencode(".png", pixels)
-        if not ok:
-            raise GpmaskError(f"{self.path}: cannot encode frame {self.frames_written}")
-        if self.temp is None:
-            self.temp = new_folder_beside(self.path)
-        (self.temp / f"frame_{self.frames_written:06d}.png").write_bytes(encoded.tobytes())
-        self.frames_written += 1
-
-    def close(self) -> None:
-        if self.temp is not None and self.temp.exists():
-            if self.frames_written:
-                install_folder(self.temp, self.path)
-            else:
-                shutil.rmtree(self.temp)
-        self.temp = None
-
-
-def open_sink(spec: str, fps: float) -> FrameSink:
-    """A video file sink for a known video suffix, else an image folder sink."""
-    path = Path(spec)
-    if path.suffix.lower() in VIDEO_CODECS:
-        return VideoFileSink(path, fps)
-    if path.suffix:
-        raise GpmaskError(
-            f"{spec}: unsupported output {path.suffix}; use a video file "
-            f"({', '.join(VIDEO_CODECS)}) or a folder for images"
-        )
-    return ImageFolderSink(path)
 
 
 def side_by_side(
