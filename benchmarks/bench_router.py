@@ -27,12 +27,9 @@ of the bundle, timing it (wall and CPU), and measures that one.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -42,11 +39,11 @@ from typing import Any
 import numpy as np
 
 from gpmask.bench.fixtures import prepared_bundle
-from gpmask.bench.machine import describe_machine, runtime_versions
+from gpmask.bench.machine import describe_machine
+from gpmask.bench.records import write_record
 from gpmask.bundle import Bundle
 from gpmask.data.clips import make_clip
 from gpmask.demo.app import write_video
-from gpmask.fileio import write_text_atomic
 from gpmask.host import notable_cpu_flags, physical_cores
 from gpmask.router.evaluation import (
     FrameAccuracy,
@@ -146,13 +143,9 @@ def main() -> int:
     parser.add_argument("-o", "--output", help="write the record as JSON here")
     args = parser.parse_args()
     threads = physical_cores()
-    machine = {**describe_machine(threads), "load_average": list(os.getloadavg())}
-    print(f"machine {machine['cpu']}, flags {' '.join(notable_cpu_flags())}, {threads} "
-          f"threads, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    record: dict[str, Any] = {
-        "benchmark": "bench_router", "date": datetime.date.today().isoformat(),
-        "command": "python benchmarks/bench_router.py " + " ".join(sys.argv[1:]),
-        "machine": machine, "versions": runtime_versions()}
+    print(f"machine {describe_machine(threads)['cpu']}, flags {' '.join(notable_cpu_flags())}, "
+          f"{threads} threads, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    record: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
         bundle = Path(args.bundle) if args.bundle else prepared_bundle(folder)[0]
@@ -185,7 +178,7 @@ def main() -> int:
               f"{demo['routed']['accuracy']:.1%} ({demo['routed']['misrouted']} frames to "
               f"another weather, lags {[lag['frames'] for lag in demo['routed']['lags']]})")
     if args.output:
-        write_text_atomic(args.output, json.dumps(record, indent=2) + "\n")
+        write_record(args.output, "router", record)
         print(f"wrote {args.output}")
     return 0
 

@@ -22,11 +22,8 @@ than -0.5 dB) and the share of frames routed to their own weather (goal >= 90 %)
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
-import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,10 +32,10 @@ import numpy as np
 
 from gpmask.bench.fixtures import prepared_bundle
 from gpmask.bench.machine import describe_machine
+from gpmask.bench.records import write_record
 from gpmask.bundle import CLEAR, COMMON, Bundle
 from gpmask.data.clips import make_clip
 from gpmask.demo.app import psnr, psnr_table, write_video
-from gpmask.fileio import write_text_atomic
 from gpmask.host import notable_cpu_flags, physical_cores
 from gpmask.metrics import switch_lags, weather_flicker
 from gpmask.router.evaluation import MAX_LAG, change_sequence
@@ -168,12 +165,9 @@ def main() -> int:
               f"{styles} | demo: {d['accuracy']:6.1%} {d['worst_row']:>15} "
               f"{d['worst_gain_db']:+6.2f} {d['lags']}")
     if args.output:
-        record = {"benchmark": "bench_routing_policy", "date": datetime.date.today().isoformat(),
-                  "command": "python benchmarks/bench_routing_policy.py " + " ".join(sys.argv[1:]),
-                  "machine": {**describe_machine(threads), "load_average": list(os.getloadavg())},
-                  "router_sha256": bundle.router.sha256,
-                  "network_gains": network_gains(demo, inputs, outputs), "rows": rows}
-        write_text_atomic(args.output, json.dumps(record, indent=2) + "\n")
+        write_record(args.output, "routing_policy", {
+            "router_sha256": bundle.router.sha256,
+            "network_gains": network_gains(demo, inputs, outputs), "rows": rows})
         print(f"wrote {args.output}")
     return 0
 

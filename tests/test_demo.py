@@ -142,7 +142,7 @@ def test_demo_on_a_given_bundle_writes_every_output(tmp_path: Path, capsys) -> N
     bundle = tmp_path / "bundle"
     export_bundle(make_checkpoint(), bundle, progress=False)
     train_router(bundle, RouterSettings(steps=20, renders=1, heldout_renders=1, tile=32,
-                                        grid=(2, 2), width=8), progress=False)
+                                        grid=(2, 2), width=8, members=1), progress=False)
     output = tmp_path / "demo"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

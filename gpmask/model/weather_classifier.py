@@ -54,21 +54,23 @@ class WeatherClassifier(nn.Module):
 
 
 class TileRouter(nn.Module):
-    """One frame's logits (1 x classes) from its tiles (N x 3 x T x T): the mean over the
-    tiles of each tile's class log-probabilities, divided by ``temperature``.
+    """One frame's logits (1 x classes) from its tiles (N x 3 x T x T): the mean, over the
+    tiles and over the ensemble's classifiers, of each one's class log-probabilities,
+    divided by ``temperature``.
 
     The mean of log-probabilities is a product of the tiles' probabilities: a class
     that some tiles rule out loses, so one odd tile (a bright highlight taken for a
-    flake) does not decide the frame. Dividing by the temperature fitted on held-out
-    frames makes the softmax of the output a calibrated confidence, which the runtime
-    compares with its ``min_confidence``.
+    flake) does not decide the frame. Classifiers trained from different seeds err on
+    different frames, so their product errs less than either. Dividing by the
+    temperature fitted on held-out frames makes the softmax of the output a calibrated
+    confidence, which the runtime compares with its ``min_confidence``.
     """
 
-    def __init__(self, classifier: WeatherClassifier, temperature: float = 1.0) -> None:
+    def __init__(self, classifiers: list[WeatherClassifier], temperature: float = 1.0) -> None:
         super().__init__()
-        self.classifier = classifier
+        self.classifiers = nn.ModuleList(classifiers)
         self.temperature = float(temperature)
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        per_tile = torch.log_softmax(self.classifier(tiles), dim=1)
-        return per_tile.mean(dim=0, keepdim=True) / self.temperature
+        per_tile = torch.stack([torch.log_softmax(c(tiles), dim=1) for c in self.classifiers])
+        return per_tile.mean(dim=(0, 1)).unsqueeze(0) / self.temperature

@@ -47,10 +47,13 @@ class RouterSettings:
 
     The synthetic pool holds ``renders`` crops per (training image, class), drawn once;
     every step samples ``batch_size`` tiles of ``tile`` pixels from it. A frame at run
-    time is a ``grid`` (rows, cols) of such tiles.
+    time is a ``grid`` (rows, cols) of such tiles. ``members`` classifiers, trained from
+    successive seeds, make the router (an ensemble: see
+    :class:`~gpmask.model.weather_classifier.TileRouter`).
     """
 
     steps: int = 3000
+    members: int = 2
     batch_size: int = 48
     learning_rate: float = 3e-3
     tile: int = 64
@@ -64,7 +67,8 @@ class RouterSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "tile", "width", "renders", "heldout_renders"):
+        for name in ("steps", "members", "batch_size", "tile", "width", "renders",
+                     "heldout_renders"):
             if getattr(self, name) < 1:
                 raise GpmaskError(f"--{name.replace('_', '-')} must be at least 1, got "
                                   f"{getattr(self, name)}")
@@ -158,16 +162,16 @@ def sample_batch(frames: FrameSet, class_index: dict[str, list[int]], size: int,
 
 
 def train_classifier(frames: FrameSet, classes: list[str], settings: RouterSettings,
-                     progress: bool = True):
+                     member: int = 0, progress: bool = True):
     """A :class:`WeatherClassifier` trained on tiles of ``frames`` (Adam, one-cycle
-    learning rate), in eval mode."""
+    learning rate), in eval mode; ``member`` (of the ensemble) offsets the seed."""
     import torch
     from tqdm import tqdm
 
     from gpmask.model.weather_classifier import WeatherClassifier
 
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed + 7)
+    torch.manual_seed(settings.seed + member)
+    rng = np.random.default_rng(settings.seed + 7 + member)
     class_index = {name: [i for i, label in enumerate(frames.labels) if label == name]
                    for name in classes}
     model = WeatherClassifier(len(classes), width=settings.width)
@@ -175,7 +179,8 @@ def train_classifier(frames: FrameSet, classes: list[str], settings: RouterSetti
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, settings.learning_rate, total_steps=settings.steps, pct_start=0.15)
     model.train()
-    for _ in tqdm(range(settings.steps), desc="router", unit="step", disable=not progress):
+    for _ in tqdm(range(settings.steps), desc=f"router {member + 1}/{settings.members}",
+                  unit="step", disable=not progress):
         inputs, labels = sample_batch(frames, class_index, settings.batch_size, settings.tile,
                                       rng)
         loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(inputs)),
@@ -226,17 +231,18 @@ def train_router(
     classes = [CLEAR, *bundle.weathers]
     started = time.perf_counter()
     train, heldout, described = training_frames(classes, settings, data, synthetic, progress)
-    classifier = train_classifier(train, classes, settings, progress)
+    classifiers = [train_classifier(train, classes, settings, member, progress)
+                   for member in range(settings.members)]
     labels = np.array([classes.index(name) for name in heldout.labels])
     with torch.no_grad():
         raw = np.concatenate([
-            TileRouter(classifier)(torch.from_numpy(router_input(f, settings.tile,
+            TileRouter(classifiers)(torch.from_numpy(router_input(f, settings.tile,
                                                                  settings.grid))).numpy()
             for f in heldout.frames])
     temperature = fit_temperature(raw, labels)
     path = bundle.root / ROUTER_FILE
     with atomic_path(path, suffix=".onnx") as tmp:
-        export_router(TileRouter(classifier, temperature), settings.tile, settings.grid, tmp)
+        export_router(TileRouter(classifiers, temperature), settings.tile, settings.grid, tmp)
         exported = ClassifierRouter(router_session(tmp), classes, settings.tile, settings.grid)
         predicted = predict(exported, heldout.frames)
     matrix = confusion_matrix(heldout.labels, predicted, classes)
@@ -261,7 +267,8 @@ def train_router(
         temperature=temperature, accuracy=report.accuracy,
         accuracy_per_class=report.per_class, confusion=report.confusion,
         heldout=described, heldout_frames=report.heldout_frames, report=CONFUSION_PICTURE,
-        training={"steps": settings.steps, "train_frames": report.train_frames,
+        training={"steps": settings.steps, "members": settings.members,
+                  "train_frames": report.train_frames,
                   "seed": settings.seed,
                   "data": ("synthetic (gpmask.data.synthetic)" if data is None else
                            f"{Path(data)}" + (" + synthetic" if synthetic else ""))},
