@@ -101,7 +101,7 @@ def cpu_goals(record: dict[str, Any]) -> list[str]:
         for size, measured in entry["sizes"].items():
             for goal in measured["goals"]:
                 if goal["ratio"] is not None:
-                    value, bar = f"{goal['ratio']:.2f}×", f"≤ {goal['bar']:.1f}×"
+                    value, bar = f"{goal['ratio']:.3f}×", f"≤ {goal['bar']:.1f}×"
                 elif goal["bar"] is None and "over" in goal:
                     value, bar = ", ".join(goal["over"]) or "none above", "none above"
                 else:
