@@ -134,14 +134,42 @@ def test_a_figure_typed_by_hand_is_caught() -> None:
     assert report.regenerate(edited) == text != edited
 
 
-def test_router_table_shows_what_a_record_has() -> None:
+def test_router_table_marks_each_goal_from_the_record() -> None:
+    """bench_router's record shape: a class under 90 % fails the training-style row even
+    with 96 % overall; a change followed in 4 frames fails its clip row; the cost is the
+    record's ratio."""
     report = _report()
-    lines = report.router({"synthetic": {"overall": 0.96, "clear": 0.85, "rain": 0.99},
-                           "demo_clip": {"clear": 0.9}, "router_ms": 2.0, "restore_ms": 40.0})
-    text = "\n".join(lines)
-    assert "| synthetic | 96.0% | clear 85.0%, rain 99.0% |" in text and "❌" in text
-    assert "| demo clip | — | clear 90.0% |" in text and "heldout" not in text
-    assert "= 5.0% | | ≤ 10% of restore | ✅ |" in text
+
+    def frames(overall, per_class):
+        return {"frames": 256, "accuracy": overall, "per_class": per_class}
+
+    def clip(lag):
+        return {"frames": 130, "accuracy": 0.9, "lags": [{"frames": lag}] * 12,
+                "max_lag": lag, "flicker": 0, "misrouted": 2}
+
+    record = {
+        "accuracy": {
+            "heldout_frames_training_style": {"frames": frames(0.96, {"clear": 0.85,
+                                                                      "rain": 0.99}),
+                                              "clip": clip(2)},
+            "heldout_frames_heldout_style": {"frames": frames(0.91, {"clear": 0.8}),
+                                             "clip": clip(4)},
+            "demo_clip": {"raw": frames(0.95, {"snow": 0.9}),
+                          "routed": {"frames": 96, "accuracy": 0.93, "misrouted": 1}},
+        },
+        "cost": {"size": [720, 1280], "router_ms": 2.0, "restore_ms": 40.0,
+                 "router_over_restore": 0.05, "backend": "openvino", "precision": "fp32"},
+    }
+    rows = report.router(record)[2:]
+    assert rows[0].startswith("| held-out frames, training style (256 frames) | 96.0% | "
+                              "clear 85.0%, rain 99.0% |") and rows[0].endswith("❌ |")
+    assert rows[1].startswith("| held-out frames, held-out style (256 frames) | 91.0% |")
+    assert rows[1].endswith("✅ |")
+    assert rows[2].endswith("✅ |") and "slowest change 2 frames" in rows[2]
+    assert rows[3].endswith("❌ |") and "slowest change 4 frames" in rows[3]
+    assert rows[4].startswith("| demo clip, weather chosen (96 frames) | 93.0% |")
+    assert rows[5].startswith("| cost at 720x1280 | 5.0% | router step 2.0 ms, restore step "
+                              "40 ms (openvino fp32) |") and rows[5].endswith("✅ |")
 
 
 def test_readme_is_short() -> None:
