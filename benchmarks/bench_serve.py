@@ -14,7 +14,6 @@ Triton), on the backend the server chose. One server per batching mode, loopback
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gpmask.bench.fixtures import prepared_bundle
+from gpmask.bench.records import write_record
 from gpmask.bench.stats import latency_summary
 from gpmask.bundle import Bundle
 from gpmask.host import cpu_model, notable_cpu_flags
@@ -71,7 +71,7 @@ def main() -> None:
                         help="model instances (default 1)")
     parser.add_argument("--queue-delay-us", type=int, default=2000,
                         help="dynamic batcher's queue delay (default 2000)")
-    parser.add_argument("-o", "--output", help="write the figures as JSON here")
+    parser.add_argument("-o", "--output", help="write the figures as a JSON record here")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
 
@@ -121,12 +121,9 @@ def main() -> None:
               f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
               f"{row['frames_per_s'] / base:.2f}x |")
     if args.output:
-        from gpmask.fileio import write_text_atomic
-
-        record = {"cpu": cpu_model(), "flags": notable_cpu_flags(),
-                  "size": format_size(args.size), "requests": args.requests,
-                  "instances": args.instances, "rows": rows}
-        write_text_atomic(args.output, json.dumps(record, indent=2) + "\n")
+        write_record(args.output, "bench_serve",
+                     {"size": format_size(args.size), "weather": weather,
+                      "requests": args.requests, "instances": args.instances, "rows": rows})
 
 
 if __name__ == "__main__":
