@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from gpmask.bench import run_benchmark
-from gpmask.bench.fixtures import prepared_bundle, random_checkpoint
+from gpmask.bench.fixtures import UNBOUNDED_DB, prepared_bundle, random_checkpoint
 from gpmask.calibration.options import CalibrationOptions
 from gpmask.masking.checkpoint import MaskedCheckpoint
 
@@ -75,9 +75,9 @@ def main() -> None:
         for name, source in (("demo", args.demo), ("ggpm-unet", checkpoint)):
             folder = Path(temp) / name
             folder.mkdir()
-            # int8-cpu with every layer quantized: an infinite budget keeps none in fp32
+            # int8-cpu with every layer quantized
             options = CalibrationOptions(synthetic=args.calibration_frames,
-                                         max_psnr_drop=float("inf"))
+                                         max_psnr_drop=UNBOUNDED_DB)
             bundle, path = prepared_bundle(folder, source, ["int8-cpu"], options)
             report = run_benchmark(bundle, backends=["onnxruntime-cpu"], precisions=PRECISIONS,
                                    sizes=SIZES, iters=args.iters, warmup=args.warmup,

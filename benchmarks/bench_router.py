@@ -39,12 +39,11 @@ from typing import Any
 import numpy as np
 
 from gpmask.bench.fixtures import prepared_bundle
-from gpmask.bench.machine import describe_machine
-from gpmask.bench.records import write_record
+from gpmask.bench.records import machine_banner, write_record
 from gpmask.bundle import Bundle
 from gpmask.data.clips import make_clip
 from gpmask.demo.app import write_video
-from gpmask.host import notable_cpu_flags, physical_cores
+from gpmask.host import physical_cores
 from gpmask.router.evaluation import (
     FrameAccuracy,
     evaluate_routing,
@@ -143,8 +142,7 @@ def main() -> int:
     parser.add_argument("-o", "--output", help="write the record as JSON here")
     args = parser.parse_args()
     threads = physical_cores()
-    print(f"machine {describe_machine(threads)['cpu']}, flags {' '.join(notable_cpu_flags())}, "
-          f"{threads} threads, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(machine_banner(threads))
     record: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,11 @@ from typing import Any
 import numpy as np
 
 from gpmask.bench.fixtures import prepared_bundle
-from gpmask.bench.machine import describe_machine
-from gpmask.bench.records import write_record
+from gpmask.bench.records import machine_banner, write_record
 from gpmask.bundle import CLEAR, COMMON, Bundle
 from gpmask.data.clips import make_clip
 from gpmask.demo.app import psnr, psnr_table, write_video
-from gpmask.host import notable_cpu_flags, physical_cores
+from gpmask.host import physical_cores
 from gpmask.metrics import switch_lags, weather_flicker
 from gpmask.router.evaluation import MAX_LAG, change_sequence
 from gpmask.runtime import Restorer
@@ -115,8 +113,7 @@ def main() -> int:
     parser.add_argument("-o", "--output", help="write every policy's scores as JSON here")
     args = parser.parse_args()
     threads = physical_cores()
-    print(f"machine {describe_machine(threads)['cpu']}, flags {' '.join(notable_cpu_flags())}, "
-          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(machine_banner(threads))
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
         bundle = Bundle.open(args.bundle or prepared_bundle(folder)[0])

@@ -291,6 +291,21 @@ def test_instruction_limits_measured_or_skipped_with_reasons(monkeypatch) -> Non
     instruction_limit.instruction_limits.cache_clear()
 
 
+def test_best_limits_keeps_each_precisions_fastest_measurement() -> None:
+    """A VM's two CPUs on one physical core halve the loop's rate: the higher measurement
+    wins per precision, and a precision measured nowhere stays unmeasured with its reason."""
+    from gpmask.bench.instruction_limit import InstructionLimit, best_limits
+
+    def limits(fp32: float, int8: float) -> dict:
+        return {"fp32": InstructionLimit("fp32", "vfmadd231ps ymm", fp32, 2),
+                "bf16": InstructionLimit("bf16", None, None, 2, "this CPU lacks amx_bf16"),
+                "int8": InstructionLimit("int8", "vpmaddubsw", int8, 2)}
+
+    best = best_limits(limits(95.0, 380.0), limits(190.0, 191.0))
+    assert (best["fp32"].gops, best["int8"].gops) == (190.0, 380.0)
+    assert best["bf16"].gops is None and best["bf16"].reason == "this CPU lacks amx_bf16"
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_amx_tile_loops_build_and_run_their_instruction(precision, tmp_path) -> None:
     """Where a CPU has AMX its tile instructions are the bf16 and int8 limit; the loop is

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 #: What a random checkpoint's weathers are called (calibration renders frames of them).
 WEATHERS = ("rain", "raindrop", "snow")
+#: A PSNR budget no quantization exceeds: calibrating a random-weight network with it
+#: quantizes every layer (there is no restoration to keep; its latency is what counts).
+#: Calibration takes finite budgets only.
+UNBOUNDED_DB = 1000.0
 
 
 def random_checkpoint(arch: str = "tiny", arch_kwargs: dict | None = None,

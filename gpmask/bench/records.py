@@ -17,7 +17,7 @@ from typing import Any
 
 from gpmask.bench.machine import describe_machine, runtime_versions
 from gpmask.fileio import write_text_atomic
-from gpmask.host import physical_cores
+from gpmask.host import cpu_model, notable_cpu_flags, physical_cores
 
 
 def record(benchmark: str, figures: dict[str, Any]) -> dict[str, Any]:
@@ -33,6 +33,14 @@ def record(benchmark: str, figures: dict[str, Any]) -> dict[str, Any]:
             "machine": {**describe_machine(physical_cores()),
                         "load_average": list(os.getloadavg())},
             "versions": runtime_versions(), **figures}
+
+
+def machine_banner(threads: int) -> str:
+    """The line a benchmark prints first: the CPU, its notable flags, the threads it
+    uses and the load average, so a figure read off the terminal carries its machine."""
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    flags = " ".join(notable_cpu_flags()) or "no notable flags"
+    return f"machine {cpu_model()}, flags {flags}, {threads} threads, load average {load}"
 
 
 def write_record(path: str | os.PathLike, benchmark: str, figures: dict[str, Any]) -> None:
