@@ -92,6 +92,12 @@ class Candidate:
     psnr_db: float | None = None
 
 
+def _last_reason(exc: Exception) -> str:
+    """The innermost line of a runtime's nested exception text."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def _backend_run(backend: Any, weather: str) -> Callable[[np.ndarray], np.ndarray]:
     return lambda batch: backend.run(weather, batch)
 
@@ -172,7 +178,12 @@ def make_paths(made: dict[str, Any], args: argparse.Namespace) -> tuple[list[Can
         if problem:
             skipped.append(f"gpmask openvino {precision}: {problem}")
             continue
-        backend = OpenVinoBackend(calibrated, precision, weathers=[weather])
+        try:
+            backend = OpenVinoBackend(calibrated, precision, weathers=[weather])
+        except RuntimeError as exc:  # OpenVINO refusing a graph gpmask wrote: a finding
+            skipped.append(f"gpmask openvino {precision}: OpenVINO failed to compile it: "
+                           f"{_last_reason(exc)}")
+            continue
         paths.append(Candidate(f"gpmask openvino {precision}", True, calibrated.layout, precision,
                            _backend_run(backend, weather)))
     for precision in ("fp32", "int8-cpu"):
@@ -219,8 +230,9 @@ def _torch_paths(made: dict[str, Any], args: argparse.Namespace, weather: str,
 
 
 def measure(paths: list[Candidate], batch: np.ndarray, rounds: int, round_seconds: float) -> None:
-    """Interleaved timing at one size (about ``round_seconds`` of each path per round), and
-    PSNR against the reference: torch eager where it runs, else ONNX Runtime's default."""
+    """Interleaved timing at one size (about ``round_seconds`` of each path per round, the
+    paths shuffled each round), and PSNR against the reference: torch eager where it runs,
+    else ONNX Runtime's default."""
     reference_label = "torch eager" if any(p.label == "torch eager" for p in paths) \
         else "onnxruntime default (dense)"
     outputs, repeats = {}, {}
@@ -234,8 +246,12 @@ def measure(paths: list[Candidate], batch: np.ndarray, rounds: int, round_second
     reference = outputs[reference_label]
     for path in paths:
         path.psnr_db = psnr(outputs[path.label], reference)
+    # each round in a new order: on a shared machine whose speed drifts within a round, no
+    # path keeps the same place in it
+    order = np.random.default_rng(0)
     for _ in range(rounds):
-        for path in paths:
+        for index in order.permutation(len(paths)):
+            path = paths[index]
             for _ in range(repeats[path.label]):
                 start = time.perf_counter()
                 path.run(batch)

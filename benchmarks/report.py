@@ -101,19 +101,25 @@ def quality(record: dict[str, Any]) -> list[str]:
 
 
 def cpu_goals(record: dict[str, Any]) -> list[str]:
-    """bench_cpu's goal rows: one line per network, size and goal."""
-    lines = ["| network | size | goal | measured | bar | |", "|---|---|---|---:|---:|---|"]
+    """bench_cpu's goals: one row per network and size, one column per goal (its ratio of
+    medians and its mark; the bar in the header)."""
+    first = next(iter(next(iter(record["networks"].values()))["sizes"].values()))["goals"]
+    header = [f"{g['goal']} (≤ {g['bar']:.1f}×)" if g["bar"] is not None else g["goal"]
+              for g in first]
+    lines = ["| network | size | " + " | ".join(header) + " |",
+             "|---|---|" + "---:|" * len(header)]
     for network, entry in record["networks"].items():
         for size, measured in entry["sizes"].items():
+            cells = []
             for goal in measured["goals"]:
                 if goal["ratio"] is not None:
-                    value, bar = f"{goal['ratio']:.3f}×", f"≤ {goal['bar']:.1f}×"
-                elif goal["bar"] is None and "over" in goal:
-                    value, bar = ", ".join(goal["over"]) or "none above", "none above"
+                    cells.append(f"{goal['ratio']:.2f}× {mark(goal['met'])}")
+                elif "over" in goal:
+                    over = ", ".join(goal["over"]) or "none above"
+                    cells.append(f"{over} {mark(goal['met'])}")
                 else:
-                    value, bar = "not measured", f"≤ {goal['bar']:.1f}×"
-                lines.append(f"| {network} | {size} | {goal['goal']} | {value} | {bar} | "
-                             f"{mark(goal['met'])} |")
+                    cells.append("not measured —")
+            lines.append(f"| {network} | {size} | " + " | ".join(cells) + " |")
     return lines
 
 

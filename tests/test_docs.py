@@ -120,7 +120,7 @@ def test_documented_bundle_commands_run(tmp_path: Path, monkeypatch: pytest.Monk
 def test_tables_are_what_the_records_give() -> None:
     report = _report()
     assert report.stale_documents(write=False) == []
-    for name in ("quality", "cpu-goals"):
+    for name in ("quality", "router", "cpu-goals"):
         assert f"<!-- report:{name} -->" in README.read_text(), name
         assert report.records(report.TABLES[name][0]), f"no record for the {name} table"
 
