@@ -16,8 +16,8 @@ memory holds from the bundle's graphs, and says how each was computed:
   layers, choosing tactics), so its scratch differs; `gpmask bench BUNDLE --backends
   tensorrt` on the device measures it (device memory column).
 
-    python benchmarks/bench_engine_memory.py                         # the paper's network
-    python benchmarks/bench_engine_memory.py --checkpoint demo --sizes 720x1280,1080x1920
+    python benchmarks/bench_engine_memory.py            # the paper's network and the demo
+    python benchmarks/bench_engine_memory.py --checkpoint demo -o engine-memory.json
 """
 
 from __future__ import annotations
@@ -30,11 +30,15 @@ import numpy as np
 import onnx
 
 from gpmask.bench.fixtures import prepared_bundle, random_checkpoint
+from gpmask.bench.records import write_record
 from gpmask.bundle import Bundle
 from gpmask.calibration.options import CalibrationOptions
 from gpmask.sizes import format_size, parse_size
 
 MIB = 1 << 20
+#: The default network: the paper's architecture with random weights (memory does not
+#: depend on the values).
+PAPER = "ggpm-unet"
 _BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.INT8: 1,
           onnx.TensorProto.UINT8: 1, onnx.TensorProto.INT64: 8, onnx.TensorProto.INT32: 4,
           onnx.TensorProto.BOOL: 1}
@@ -81,14 +85,9 @@ def activation_peak(model: onnx.ModelProto, shape: tuple[int, ...]) -> int:
     return peak
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="a checkpoint file or shipped name (default: the "
-                                             "paper's ggpm-unet, random weights)")
-    parser.add_argument("--sizes", default="720x1280,1080x1920")
-    args = parser.parse_args()
-    sizes = [parse_size(size) for size in args.sizes.split(",")]
-    checkpoint = args.checkpoint or random_checkpoint("ggpm-unet", density=0.1)
+def measure(checkpoint, sizes: list[tuple[int, int]]) -> dict:
+    """Parameters, engines, weights per precision (all engines) and activation peaks per
+    size and precision of one network's bundle, printed as they are computed."""
     with tempfile.TemporaryDirectory() as folder:
         root, _ = prepared_bundle(Path(folder), checkpoint, ["fp16"], CalibrationOptions(
             max_psnr_drop=100, synthetic=2, calibration_size=(32, 32), eval_size=(32, 32)),
@@ -98,14 +97,42 @@ def main() -> None:
         count = parameters(graphs["fp32"])
         engines = len(bundle.networks)
         print(f"network: {count:,} parameters; {engines} engines ({', '.join(bundle.networks)})")
+        weights = {}
         for name, per_weight in (("fp32", 4), ("fp16", 2), ("int8", 1)):
+            weights[name] = engines * count * per_weight / MIB
             print(f"weights {name}: {count * per_weight / MIB:.1f} MiB per engine, "
-                  f"{engines * count * per_weight / MIB:.1f} MiB for all {engines}")
+                  f"{weights[name]:.1f} MiB for all {engines}")
+        activations = {}
         for height, width in sizes:
+            size = format_size((height, width))
+            activations[size] = {}
             for precision, graph in graphs.items():
-                peak = activation_peak(graph, (1, 3, height, width))
-                print(f"activations {precision} at {format_size((height, width))}, batch 1: "
-                      f"{peak / MIB:.0f} MiB at their peak (one buffer for all engines)")
+                peak = activation_peak(graph, (1, 3, height, width)) / MIB
+                activations[size][precision] = peak
+                print(f"activations {precision} at {size}, batch 1: {peak:.0f} MiB at their "
+                      f"peak (one buffer for all engines)")
+    return {"parameters": count, "engines": engines, "weights_mib": weights,
+            "activations_mib": activations}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", action="append",
+                        help="a checkpoint file or shipped name (repeat; default: the paper's "
+                             "ggpm-unet with random weights, and the shipped demo)")
+    parser.add_argument("--sizes", default="720x1280,1080x1920")
+    parser.add_argument("-o", "--output", help="write the figures as a JSON record here")
+    args = parser.parse_args()
+    sizes = [parse_size(size) for size in args.sizes.split(",")]
+    networks = {}
+    for checkpoint in args.checkpoint or [PAPER, "demo"]:
+        print(f"== {checkpoint}")
+        source = random_checkpoint("ggpm-unet", density=0.1) if checkpoint == PAPER \
+            else checkpoint
+        networks[checkpoint] = measure(source, sizes)
+    if args.output:
+        write_record(args.output, "engine_memory", {"networks": networks})
+        print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md")
+DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "jetson.md")
 MARKER = re.compile(r"(<!-- report:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /report:"
                     r"(?P=name) -->)", re.S)
 
@@ -193,6 +193,27 @@ def router(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def engine_memory(record: dict[str, Any]) -> list[str]:
+    """bench_engine_memory's estimate: weights of all engines per precision, and the one
+    activation buffer per frame size (fp32 / fp16)."""
+    first = next(iter(record["networks"].values()))
+    sizes = list(first["activations_mib"])
+    lines = ["| network | engines | weights fp32 / fp16 / int8, all engines | "
+             + " | ".join(f"activations fp32 / fp16, {size}" for size in sizes) + " |",
+             "|---|---:|---|" + "---|" * len(sizes)]
+    for name, entry in record["networks"].items():
+        weights = " / ".join(_mib(entry["weights_mib"][p]) for p in ("fp32", "fp16", "int8"))
+        activations = [" / ".join(_mib(entry["activations_mib"][size][p])
+                                  for p in ("fp32", "fp16")) for size in sizes]
+        lines.append(f"| {name} ({entry['parameters']:,} parameters) | {entry['engines']} | "
+                     f"{weights} | " + " | ".join(activations) + " |")
+    return lines
+
+
+def _mib(value: float) -> str:
+    return f"{value:.1f} MiB" if value < 10 else f"{value:.0f} MiB"
+
+
 #: Table name -> the benchmark whose records it shows, and how one record renders.
 TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "quality": ("quality", quality),
@@ -200,6 +221,7 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "cpu-latency": ("bench_cpu", cpu_latency),
     "serve": ("bench_serve", serve),
     "router": ("router", router),
+    "engine-memory": ("engine_memory", engine_memory),
 }
 
 
