@@ -363,12 +363,12 @@ def main() -> int:
                 met = goals(rows)
                 print_size(network, size, macs, rows, met)
                 entry["sizes"][size] = {"macs": macs, "rows": rows, "goals": met}
+                report["networks"][network] = entry
+                if args.output:  # after every size: a run stopped short keeps what it measured
+                    report["limits"] = {p: v.to_dict() for p, v in limits.items()}
+                    write_record(args.output, "bench_cpu", report)
             for line in skipped:
                 print(f"  skipped: {line}")
-            report["networks"][network] = entry
-    report["limits"] = {p: v.to_dict() for p, v in limits.items()}
-    if args.output:
-        write_record(args.output, "bench_cpu", report)
     return 0
 
 
