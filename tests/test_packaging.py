@@ -125,5 +125,5 @@ def test_the_jetson_guide_installs_every_runtime_dependency_and_is_linked() -> N
     assert "pip install --no-deps gpmask" in guide
     assert "python3 -m venv --system-site-packages" in guide
     readme = (root / "README.md").read_text()
-    setup = readme[readme.index("## Set-up"):readme.index("## The verbs")]
+    setup = readme[readme.index("## Install"):readme.index("## Quickstart")]
     assert "[docs/jetson.md](docs/jetson.md)" in setup
