@@ -121,16 +121,7 @@ def test_the_routing_model_routes_as_gpmask_run(repositories, demo_bundle):
     from gpmask.runtime.router_frames import UNSURE
     from gpmask.runtime.routing import ClassifierRouter
 
-    folder = repositories["onnxruntime"] / "gpmask" / "1"
-    sys.path.insert(0, str(folder))
-    try:
-        spec = importlib.util.spec_from_file_location("exported_model", folder / "model.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(folder))
-        for name in ("protocol", "router_frames"):
-            sys.modules.pop(name, None)
+    module = _import_routing_model(repositories["onnxruntime"] / "gpmask" / "1")
     settings = json.loads(_config(repositories["onnxruntime"] / "gpmask" / "config.pbtxt")
                           .parameters["gpmask"].string_value)
     session = ort.InferenceSession(str(repositories["onnxruntime"] / "router" / "1" /
@@ -158,21 +149,29 @@ def test_the_routing_model_routes_as_gpmask_run(repositories, demo_bundle):
     assert len(set(decisions)) > 1
 
 
-def test_the_routing_model_file_imports_the_protocol_beside_it(repositories):
-    folder = repositories["onnxruntime"] / "gpmask" / "1"
+def _import_routing_model(folder: Path):
+    """The repository's routing ``model.py``, imported as Triton's Python backend does: its
+    folder first on the path, so it finds the ``protocol`` and ``router_frames`` beside it
+    (forgotten again afterwards, so no other test sees those copies)."""
     sys.path.insert(0, str(folder))
     try:
         spec = importlib.util.spec_from_file_location("exported_model", folder / "model.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        assert Path(module.protocol.__file__).resolve() == (folder / "protocol.py").resolve()
-        assert Path(module.router_frames.__file__).resolve() == (
-            folder / "router_frames.py").resolve()
-        assert issubclass(module.TritonPythonModel, module.protocol.FrameModel)
+        return module
     finally:
         sys.path.remove(str(folder))
         for name in ("protocol", "router_frames"):
             sys.modules.pop(name, None)
+
+
+def test_the_routing_model_file_imports_the_protocol_beside_it(repositories):
+    folder = repositories["onnxruntime"] / "gpmask" / "1"
+    module = _import_routing_model(folder)
+    assert Path(module.protocol.__file__).resolve() == (folder / "protocol.py").resolve()
+    assert Path(module.router_frames.__file__).resolve() == (
+        folder / "router_frames.py").resolve()
+    assert issubclass(module.TritonPythonModel, module.protocol.FrameModel)
 
 
 @pytest.mark.parametrize("argv, message", [
